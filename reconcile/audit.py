@@ -1,0 +1,140 @@
+"""The audit and check commands as library calls: stream both stores, merge, count."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from reconcile.diff import Keys, Point, ScanStats, diff
+from reconcile.errors import ConfigError
+from reconcile.postgres import Postgres, TableInfo
+from reconcile.qdrant import Qdrant
+from reconcile.report import AuditReport, PrivateFile, Tally
+from reconcile.settings import Settings
+
+Progress = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    """What `check` found: the table, the counts, and one line per problem."""
+
+    table: TableInfo | None
+    rows: int | None
+    points: int | None
+    keys_found: dict[str, bool]
+    problems: list[str]
+
+
+class Stores:
+    """Both adapters, opened together and closed together; tests inject their own."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        postgres: Postgres | None = None,
+        qdrant: Qdrant | None = None,
+    ) -> None:
+        self.postgres = postgres or Postgres(settings)
+        try:
+            self.qdrant = qdrant or Qdrant(settings)
+        except BaseException:
+            self.postgres.close()
+            raise
+        self._owned = (postgres is None, qdrant is None)
+
+    def __enter__(self) -> Stores:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._owned[0]:
+            self.postgres.close()
+        if self._owned[1]:
+            self.qdrant.close()
+
+
+def check(settings: Settings, stores: Stores | None = None) -> CheckReport:
+    """Validate the mapping on both sides, collecting every problem instead of the first."""
+    problems: list[str] = []
+    table = rows = points = None
+    keys_found: dict[str, bool] = {}
+    with stores or Stores(settings) as s:
+        try:
+            table = s.postgres.inspect()
+            rows = s.postgres.count()
+            if not table.point_indexed:
+                problems.append(
+                    f"no index on {table.name}.{settings.point_column}: the ordered scan "
+                    f"would sort the whole table; CREATE INDEX ON {table.name} "
+                    f"({settings.point_column})"
+                )
+        except ConfigError as exc:
+            problems.append(str(exc))
+        try:
+            s.qdrant.require_collection()
+            points = s.qdrant.count()
+            for key in settings.keys:
+                keys_found[key] = s.qdrant.has_key(key)
+                if not keys_found[key] and points:
+                    problems.append(
+                        f"no point in {settings.collection!r} holds payload key {key!r}: "
+                        "check --person-key / --flag-key"
+                    )
+        except ConfigError as exc:
+            problems.append(str(exc))
+    return CheckReport(table, rows, points, keys_found, problems)
+
+
+def audit(
+    settings: Settings,
+    *,
+    top: int = 10,
+    details: Path | None = None,
+    progress: Progress | None = None,
+    stores: Stores | None = None,
+) -> AuditReport:
+    """Stream every row and every point once, merge-join them, and count the drift."""
+    if top < 0:
+        raise ConfigError(f"--top {top} is negative: use 0 or more")
+    started = time.monotonic()
+    keys = Keys(settings.person_key, settings.flag_key)
+    stats = ScanStats()
+    tally = Tally()
+    with stores or Stores(settings) as s:
+        table = s.postgres.inspect()
+        s.qdrant.require_collection()
+        points = _counting(s.qdrant.points(), progress)
+        if details is None:
+            for drift in diff(s.postgres.rows(), points, keys, stats):
+                tally.add(drift)
+        else:
+            with PrivateFile(details) as out:
+                for drift in diff(s.postgres.rows(), points, keys, stats):
+                    tally.add(drift)
+                    out.write_record(drift.record())
+    return AuditReport(
+        table=table.name,
+        collection=settings.collection,
+        rows=stats.rows,
+        points=stats.points,
+        rows_without_point=stats.rows_without_point,
+        counts=tally.counts(stats),
+        top_persons=tally.top(top),
+        duration_seconds=time.monotonic() - started,
+        details=None if details is None else str(details),
+    )
+
+
+def _counting(points: Iterator[Point], progress: Progress | None) -> Iterator[Point]:
+    if progress is None:
+        yield from points
+        return
+    for n, point in enumerate(points, 1):
+        if n % 1000 == 0:
+            progress(n)
+        yield point
+
+
+__all__ = ["CheckReport", "Stores", "audit", "check"]

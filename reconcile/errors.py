@@ -1,0 +1,38 @@
+"""One error hierarchy, and the one table of exit codes the CLI maps it to."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Documented in the README; cron jobs and scripts branch on these."""
+
+    OK = 0
+    DRIFT = 1
+    USAGE = 2
+    STORE = 3
+    GUARD = 4
+    LOCKED = 5
+
+
+class ReconcileError(Exception):
+    """An error a user can act on: the message names the problem and the fix."""
+
+    exit_code: ExitCode = ExitCode.STORE
+
+
+class ConfigError(ReconcileError):
+    """Bad flags, settings or mapping: fix the command line or the configuration."""
+
+    exit_code = ExitCode.USAGE
+
+
+class StoreError(ReconcileError):
+    """A store is unreachable, refused us, or answered something we cannot use."""
+
+    exit_code = ExitCode.STORE
+
+
+class StreamOrderError(StoreError):
+    """A stream was not ascending: the merge-join would report a wrong diff."""

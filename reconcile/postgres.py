@@ -1,0 +1,167 @@
+"""PostgreSQL adapter: validate the mapping and stream face rows by point id."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+
+from reconcile.diff import Row
+from reconcile.errors import ConfigError, StoreError
+from reconcile.settings import Settings, mask_url, sqlalchemy_url, table_parts
+
+POINT_TYPES = {"uuid", "smallint", "integer", "bigint"}
+PERSON_TYPES = POINT_TYPES | {"text", "character varying"}
+
+
+@dataclass(frozen=True)
+class TableInfo:
+    """What `check` learned of the table."""
+
+    name: str
+    point_type: str
+    person_type: str
+    id_type: str
+    point_indexed: bool
+
+
+class Postgres:
+    """The face table, read through SQLAlchemy Core (no ORM objects in the hot path)."""
+
+    def __init__(self, settings: Settings, engine: Engine | None = None) -> None:
+        self.settings = settings
+        self._masked = mask_url(settings.database_url)
+        self.engine = engine or sa.create_engine(
+            sqlalchemy_url(settings.database_url),
+            connect_args={"connect_timeout": 10, "application_name": "reconcile"},
+            pool_pre_ping=False,
+        )
+        schema, name = table_parts(settings.table)
+        self.table = sa.table(
+            name,
+            sa.column(settings.point_column),
+            sa.column(settings.person_column),
+            sa.column(settings.id_column),
+            schema=schema,
+        )
+        self._point = self.table.c[settings.point_column]
+        self._person = self.table.c[settings.person_column]
+        self._id = self.table.c[settings.id_column]
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def _errors(self, doing: str) -> Iterator[None]:
+        """Turn driver errors into one line a user can act on, password masked."""
+        try:
+            yield
+        except DBAPIError as exc:
+            detail = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+            if exc.connection_invalidated or "connection" in detail.lower():
+                raise StoreError(
+                    f"PostgreSQL at {self._masked} failed while {doing}: {detail}; "
+                    "check --database-url (DATABASE_URL) and that the server is running"
+                ) from None
+            raise StoreError(f"PostgreSQL failed while {doing}: {detail}") from None
+        except SQLAlchemyError as exc:
+            raise StoreError(f"PostgreSQL failed while {doing}: {exc}") from None
+
+    def inspect(self) -> TableInfo:
+        """Check the table, its columns and their types, and the point-id index."""
+        s = self.settings
+        schema, name = table_parts(s.table)
+        qualified = f"{schema}.{name}" if schema else name
+        with (
+            self._errors("reading the table's definition"),
+            self.engine.connect() as conn,
+        ):
+            oid = conn.execute(
+                sa.text(
+                    "SELECT to_regclass(CASE WHEN CAST(:schema AS text) IS NULL THEN '' "
+                    "ELSE quote_ident(:schema) || '.' END || quote_ident(:name))::oid"
+                ),
+                {"schema": schema, "name": name},
+            ).scalar()
+            if oid is None:
+                raise ConfigError(
+                    f"table {qualified!r} not found in the database: set --table "
+                    "(use 'schema.table' for a table outside the search path)"
+                )
+            columns = {
+                row.attname: (row.type, row.attnum)
+                for row in conn.execute(
+                    sa.text(
+                        "SELECT attname, format_type(atttypid, NULL) AS type, attnum "
+                        "FROM pg_attribute WHERE attrelid = :oid AND attnum > 0 "
+                        "AND NOT attisdropped"
+                    ),
+                    {"oid": oid},
+                )
+            }
+            problems = []
+            for flag, column, allowed in (
+                ("--point-column", s.point_column, POINT_TYPES),
+                ("--person-column", s.person_column, PERSON_TYPES),
+                ("--id-column", s.id_column, None),
+            ):
+                if column not in columns:
+                    problems.append(
+                        f"column {column!r} not found in {qualified} (columns: "
+                        f"{', '.join(sorted(columns))}): set {flag}"
+                    )
+                elif allowed is not None and columns[column][0] not in allowed:
+                    problems.append(
+                        f"column {qualified}.{column} has type {columns[column][0]}, "
+                        f"expected one of {', '.join(sorted(allowed))}: set {flag}"
+                    )
+            if problems:
+                raise ConfigError("; ".join(problems))
+            indexed = bool(
+                conn.execute(
+                    sa.text(
+                        "SELECT EXISTS (SELECT 1 FROM pg_index i "
+                        "JOIN pg_class ic ON ic.oid = i.indexrelid "
+                        "JOIN pg_am am ON am.oid = ic.relam "
+                        "WHERE i.indrelid = :oid AND i.indkey[0] = :attnum "
+                        "AND i.indpred IS NULL AND am.amname = 'btree')"
+                    ),
+                    {"oid": oid, "attnum": columns[s.point_column][1]},
+                ).scalar()
+            )
+        return TableInfo(
+            name=qualified,
+            point_type=columns[s.point_column][0],
+            person_type=columns[s.person_column][0],
+            id_type=columns[s.id_column][0],
+            point_indexed=indexed,
+        )
+
+    def count(self) -> int:
+        with self._errors("counting rows"), self.engine.connect() as conn:
+            return int(
+                conn.execute(sa.select(sa.func.count()).select_from(self.table)).scalar_one()
+            )
+
+    def rows(self) -> Iterator[Row]:
+        """Every row, ascending by point id (NULL point ids last), through a server-side cursor."""
+        stmt = (
+            sa.select(self._point, self._id, self._person)
+            .order_by(self._point.asc().nulls_last())
+            .execution_options(yield_per=self.settings.page_size)
+        )
+        with self._errors("streaming rows"), self.engine.connect() as conn:
+            for point, face, person in conn.execute(stmt):
+                yield Row(_point_value(point), str(face), _point_value(person))
+
+
+def _point_value(value: Any) -> int | str | None:
+    """Canonical payload form: UUIDs as lower-case strings, integers as integers."""
+    if value is None or isinstance(value, int | str):
+        return value
+    return str(value)

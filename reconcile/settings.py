@@ -1,0 +1,133 @@
+"""Connection settings and the table/collection mapping, validated once."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from reconcile.errors import ConfigError
+
+# Every scheme the service's own settings may hold; all are read with psycopg 3,
+# so the async and psycopg2 spellings work without those drivers installed.
+_SCHEMES = (
+    "postgresql",
+    "postgres",
+    "postgresql+psycopg",
+    "postgresql+psycopg2",
+    "postgresql+asyncpg",
+)
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+_PAYLOAD_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]{0,127}")
+_SECRET_QUERY_KEYS = {"password", "sslpassword"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a command needs to reach both stores and compare them."""
+
+    database_url: str
+    qdrant_url: str | None = None
+    qdrant_path: str | None = None
+    qdrant_api_key: str | None = None
+    collection: str = "faces"
+    table: str = "face_instances"
+    point_column: str = "qdrant_point_id"
+    person_column: str = "person_id"
+    id_column: str = "id"
+    person_key: str = "person_id"
+    flag_key: str | None = None
+    page_size: int = 1000
+
+    def __post_init__(self) -> None:
+        sqlalchemy_url(self.database_url)  # raises on a scheme typo
+        if not self.qdrant_url and not self.qdrant_path:
+            raise ConfigError(
+                "no Qdrant given: set --qdrant-url (or QDRANT_URL) for a server, "
+                "or --qdrant-path (or QDRANT_PATH) for a local-mode directory"
+            )
+        if self.qdrant_url and self.qdrant_path:
+            raise ConfigError("both --qdrant-url and --qdrant-path given: choose one")
+        if not self.collection:
+            raise ConfigError("--collection is empty: name the Qdrant collection")
+        table_parts(self.table)
+        for flag, name in (
+            ("--point-column", self.point_column),
+            ("--person-column", self.person_column),
+            ("--id-column", self.id_column),
+        ):
+            check_identifier(flag, name)
+        for flag, key in (
+            ("--person-key", self.person_key),
+            ("--flag-key", self.flag_key),
+        ):
+            if key is not None and not _PAYLOAD_KEY.fullmatch(key):
+                raise ConfigError(
+                    f"{flag} {key!r} is not a plain payload key: use letters, digits, '_' or '-'"
+                )
+        if self.flag_key is not None and self.flag_key == self.person_key:
+            raise ConfigError("--flag-key must differ from --person-key")
+        if not 1 <= self.page_size <= 100_000:
+            raise ConfigError(f"page size {self.page_size} is out of range: use 1 to 100000")
+
+    @property
+    def keys(self) -> list[str]:
+        """The payload keys this tool reads and, when repairing, writes."""
+        return [self.person_key] + ([self.flag_key] if self.flag_key else [])
+
+
+def check_identifier(flag: str, name: str) -> str:
+    """Accept only plain SQL identifiers: they are quoted again when used, never pasted."""
+    if not _IDENTIFIER.fullmatch(name):
+        raise ConfigError(
+            f"{flag} {name!r} is not a plain identifier: use letters, digits and '_' "
+            "(at most 63, not starting with a digit)"
+        )
+    return name
+
+
+def table_parts(table: str) -> tuple[str | None, str]:
+    """Split `schema.table` (or `table`) into validated parts."""
+    parts = table.split(".")
+    if len(parts) > 2:
+        raise ConfigError(f"--table {table!r} has too many dots: use 'table' or 'schema.table'")
+    names = [check_identifier("--table", part) for part in parts]
+    return (names[0], names[1]) if len(names) == 2 else (None, names[0])
+
+
+def sqlalchemy_url(database_url: str) -> str:
+    """Rewrite any accepted PostgreSQL URL to the psycopg 3 driver."""
+    scheme, sep, rest = database_url.partition("://")
+    if not sep or not rest:
+        raise ConfigError(
+            f"database URL {mask_url(database_url)!r} is not a URL: "
+            "use postgresql://user:password@host:5432/dbname"
+        )
+    if scheme.lower() not in _SCHEMES:
+        raise ConfigError(
+            f"database URL scheme {scheme!r} is not PostgreSQL: "
+            f"use one of {', '.join(s + '://' for s in _SCHEMES)}"
+        )
+    return "postgresql+psycopg://" + rest
+
+
+def mask_url(url: str) -> str:
+    """The URL with any password replaced by ***, safe for every message and log."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)
+        if ":" in userinfo:
+            userinfo = userinfo.split(":", 1)[0] + ":***"
+        netloc = f"{userinfo}@{host}"
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        query = urlencode(
+            [(k, "***" if k.lower() in _SECRET_QUERY_KEYS else v) for k, v in pairs],
+            safe="/",
+        )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
