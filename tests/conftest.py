@@ -1,0 +1,71 @@
+"""A real PostgreSQL for the whole session, a fresh schema per test, Qdrant in local mode."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import psycopg
+import pytest
+
+from reconcile.demo import start_embedded_postgres, stop_embedded_postgres
+from tests.world import World
+
+
+@pytest.fixture(scope="session")
+def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """RECONCILE_TEST_DATABASE_URL when set; otherwise an embedded server for the session."""
+    url = os.environ.get("RECONCILE_TEST_DATABASE_URL")
+    if url:
+        yield url
+        return
+    pgdata = tmp_path_factory.mktemp("postgres") / "pgdata"
+    yield start_embedded_postgres(pgdata)
+    stop_embedded_postgres(pgdata)
+
+
+def with_query(url: str, **params: str) -> str:
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    query.update(params)
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+@pytest.fixture
+def pg_url(server_url: str) -> Iterator[str]:
+    """A URL whose search_path is a schema of this test's own, dropped afterwards."""
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    yield with_query(server_url, options=f"-csearch_path={schema}")
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture
+def world(pg_url: str, tmp_path: Path) -> Iterator[World]:
+    w = World(pg_url, tmp_path / "qdrant")
+    yield w
+    w.close()
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The CLI as cron runs it: a separate process, no terminal, exit code and both streams."""
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"DATABASE_URL", "QDRANT_URL", "QDRANT_PATH"}
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "reconcile", *args],
+        env={**clean, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )

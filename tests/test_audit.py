@@ -1,0 +1,201 @@
+"""Audit against a real PostgreSQL and Qdrant local mode."""
+
+from __future__ import annotations
+
+import json
+import stat
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from reconcile.audit import audit
+from reconcile.demo import create_collection, create_schema
+from reconcile.diff import Kind, Row
+from reconcile.errors import ConfigError
+from reconcile.settings import Settings
+from tests.naive import naive_counts
+from tests.world import World
+
+
+def test_every_kind_found_and_charged(world: World, tmp_path: Path) -> None:
+    world.loosen()
+    alice, bob, carol = world.person(), world.person(), world.person()
+    for _ in range(3):
+        world.face(alice)
+    world.face(None)
+    world.face(alice, payload={"is_assigned": False})  # suggestion accepted in PG only
+    world.face(alice, payload={"person_id": bob, "is_assigned": True})  # merged in PG only
+    world.face(None, payload={"person_id": carol, "is_assigned": True})  # person deleted
+    world.face(None, payload={"person_id": carol, "is_assigned": True})
+    world.face(bob, payload={"person_id": bob})  # sentinel lost
+    world.face(bob, point=False)  # point lost
+    world.face(row=False, payload={"person_id": bob})  # face row deleted
+    shared = world.face(bob)
+    world.face(alice, point_id=shared, point=False)  # two rows name one point
+    world.conn.execute(
+        "INSERT INTO face_instances (id, asset_id, bbox_x, bbox_y, bbox_w, bbox_h, "
+        "detection_confidence, qdrant_point_id) VALUES (%s, 1, 0, 0, 1, 1, 0.5, NULL)",
+        (str(uuid.uuid4()),),
+    )
+
+    details = tmp_path / "drift.jsonl"
+    report = world.audit(flag_key="is_assigned", details=details)
+    assert report.counts == {
+        "in_sync": 4,
+        "missing_person": 1,
+        "wrong_person": 1,
+        "stale_person": 2,
+        "flag_mismatch": 1,
+        "missing_point": 1,
+        "orphan_point": 1,
+        "duplicate_point": 1,
+    }
+    assert (report.rows, report.points, report.rows_without_point) == (13, 11, 1)
+    assert report.drifted == 8 and report.repairable == 5
+    assert dict(report.top_persons)[carol] == 2
+    # missing + wrong, and the duplicate when alice is the smaller id its rows name
+    assert dict(report.top_persons)[alice] == 2 + (alice < bob)
+    records = [json.loads(line) for line in details.read_text().splitlines()]
+    assert len(records) == 8
+    assert stat.S_IMODE(details.stat().st_mode) == 0o600
+    stale = [r for r in records if r["kind"] == "stale_person"]
+    assert stale[0]["expected"] == {"person_id": None, "is_assigned": False}
+    assert stale[0]["actual"] == {"person_id": carol, "is_assigned": True}
+    dup = next(r for r in records if r["kind"] == "duplicate_point")
+    assert len(dup["face_ids"]) == 2
+
+
+def test_json_report_shape(world: World) -> None:
+    world.face(world.person())
+    data = world.audit().to_json()
+    assert set(data) >= {
+        "schema_version",
+        "table",
+        "collection",
+        "scanned",
+        "counts",
+        "drifted",
+        "repairable",
+        "top_persons",
+        "duration_seconds",
+    }
+    assert data["schema_version"] == 1
+    assert set(data["counts"]) == {k.value for k in Kind}
+    assert data["counts"]["in_sync"] == 1 and data["drifted"] == 0
+
+
+def test_integer_point_ids(pg_url: str, tmp_path: Path) -> None:
+    world = World(pg_url, tmp_path / "q", point_type="bigint")
+    try:
+        p = world.person()
+        ids = [world.face(p, point_id=world.new_point_id(integer=True)) for _ in range(5)]
+        world.face(None, point_id=world.new_point_id(integer=True), payload={"person_id": p})
+        world.upsert(10_000, {})  # orphan with a large integer id
+        world.upsert(str(uuid.uuid4()), {})  # a UUID point in an integer-keyed collection
+        report = world.audit(page_size=2)
+        assert report.counts["in_sync"] == len(ids)
+        assert report.counts["stale_person"] == 1
+        assert report.counts["orphan_point"] == 2
+    finally:
+        world.close()
+
+
+@pytest.mark.parametrize("value", ["UPPER", 7, "", ["list"]])
+def test_non_canonical_person_is_wrong_person_with_raw_value(
+    world: World, tmp_path: Path, value: Any
+) -> None:
+    person = world.person()
+    raw = person.upper() if value == "UPPER" else value
+    world.face(person, payload={"person_id": raw, "is_assigned": True})
+    details = tmp_path / "d.jsonl"
+    report = world.audit(details=details)
+    assert report.counts["wrong_person"] == 1
+    (record,) = [json.loads(line) for line in details.read_text().splitlines()]
+    assert record["actual"] == {"person_id": raw}
+    assert record["expected"] == {"person_id": person}
+
+
+def test_schema_qualified_table_outside_search_path(world: World, server_url: str) -> None:
+    world.face(world.person())
+    schema = world.conn.execute("SELECT current_schema()").fetchone()
+    assert schema is not None
+    s = Settings(
+        database_url=server_url,
+        qdrant_path=str(world.qdrant_dir),
+        table=f"{schema[0]}.face_instances",
+    )
+    report = audit(s, stores=world.stores(s))
+    assert report.counts["in_sync"] == 1
+    assert report.table == f"{schema[0]}.face_instances"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"table": "nope"}, "table 'nope' not found"),
+        ({"person_column": "owner"}, "column 'owner' not found"),
+        ({"point_column": "cluster_id"}, "has type character varying"),
+        ({"collection": "nope"}, "collection 'nope' not found"),
+    ],
+)
+def test_mapping_errors_are_config_errors(
+    world: World, overrides: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        world.audit(**overrides)
+
+
+PERSONS = [None, "3f0c1e6a-0000-4000-8000-000000000001", "3f0c1e6a-0000-4000-8000-000000000002"]
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(data=st.data())
+def test_real_stores_equal_naive_diff(world: World, data: st.DataObject) -> None:
+    """Random worlds, through PostgreSQL's ORDER BY and Qdrant's scroll, give the naive counts."""
+    integer = data.draw(st.booleans(), label="integer ids")
+    world.conn.execute("DROP TABLE IF EXISTS face_instances, persons")
+    create_schema(world.conn, "bigint" if integer else "uuid")
+    world.loosen()
+    assert world.client is not None
+    create_collection(world.client, "faces", dim=8)
+    for person in PERSONS[1:]:
+        world.conn.execute("INSERT INTO persons (id, name) VALUES (%s, 'x')", (person,))
+    pool = data.draw(st.lists(st.integers(1, 2**40), max_size=30, unique=True), label="ids")
+    ids: list[Any] = (
+        pool if integer else [str(uuid.UUID(int=i * 0x9E3779B97F4A7C15 % 2**128)) for i in pool]
+    )
+    rows = []
+    for n in range(data.draw(st.integers(0, 30), label="rows")):
+        point_id = data.draw(st.sampled_from([*ids, None]) if ids else st.none())
+        person = data.draw(st.sampled_from(PERSONS))
+        rows.append(Row(point_id, f"face{n}", person))
+        world.conn.execute(
+            "INSERT INTO face_instances (id, asset_id, bbox_x, bbox_y, bbox_w, bbox_h, "
+            "detection_confidence, qdrant_point_id, person_id) "
+            "VALUES (%s, 1, 0, 0, 1, 1, 0.5, %s, %s)",
+            (str(uuid.uuid4()), point_id, person),
+        )
+    points: dict[Any, dict[str, Any]] = {}
+    for point_id in data.draw(st.lists(st.sampled_from(ids), unique=True) if ids else st.just([])):
+        payload: dict[str, Any] = {}
+        if data.draw(st.booleans()):
+            payload["person_id"] = data.draw(
+                st.sampled_from([*PERSONS, str(PERSONS[1]).upper(), "", 5, [PERSONS[1]]])
+            )
+        if data.draw(st.booleans()):
+            payload["is_assigned"] = data.draw(st.sampled_from([True, False, "true"]))
+        points[point_id] = payload
+        world.upsert(point_id, payload)
+    flag = data.draw(st.sampled_from([None, "is_assigned"]))
+    report = world.audit(flag_key=flag, page_size=data.draw(st.integers(1, 7)))
+    expected, without = naive_counts(rows, points, "person_id", flag)
+    assert report.counts == expected
+    assert report.rows_without_point == without

@@ -1,0 +1,185 @@
+"""The CLI as cron runs it: separate processes, exit codes, one-line errors, no tracebacks."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from reconcile.demo import start_embedded_postgres, stop_embedded_postgres
+from tests.conftest import run_cli
+from tests.world import World
+
+
+def one_line_error(stderr: str) -> str:
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert "Traceback" not in stderr
+    assert lines[0].startswith("reconcile: error: ")
+    return lines[0]
+
+
+def test_audit_in_sync_exits_0_and_drift_exits_1(world: World) -> None:
+    person = world.person()
+    point = world.face(person)
+    env = world.env()
+    result = run_cli("audit", "--format", "json", env=env)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["counts"]["in_sync"] == 1
+
+    world.conn.execute(
+        "UPDATE face_instances SET person_id = NULL WHERE qdrant_point_id = %s", (point,)
+    )
+    result = run_cli("audit", env=env)
+    assert result.returncode == 1
+    assert "stale_person" in result.stdout and person in result.stdout
+
+
+def test_output_and_details_files(world: World, tmp_path: Path) -> None:
+    world.face(world.person(), payload={})
+    out, details = tmp_path / "report.json", tmp_path / "details.jsonl"
+    result = run_cli(
+        "audit",
+        "--format",
+        "json",
+        "--output",
+        str(out),
+        "--details",
+        str(details),
+        "--quiet",
+        env=world.env(),
+    )
+    assert result.returncode == 1
+    assert result.stdout == "" and result.stderr == ""
+    assert json.loads(out.read_text())["counts"]["missing_person"] == 1
+    assert json.loads(details.read_text())["kind"] == "missing_person"
+
+
+def test_check_reports_mapping_and_missing_index(world: World) -> None:
+    world.face(world.person())
+    env = world.env()
+    result = run_cli("check", "--flag-key", "is_assigned", env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 rows" in result.stdout and "1 points" in result.stdout
+
+    world.conn.execute(
+        "ALTER TABLE face_instances DROP CONSTRAINT face_instances_qdrant_point_id_key"
+    )
+    result = run_cli("check", "--person-key", "owner", "--format", "json", env=env)
+    assert result.returncode == 2
+    problems = json.loads(result.stdout)["problems"]
+    assert len(problems) == 2
+    assert "no index on" in problems[0]
+    assert "payload key 'owner'" in problems[1]
+
+
+@pytest.mark.parametrize(
+    ("args", "env_overrides", "code", "pattern"),
+    [
+        (["--table", "missing"], {}, 2, "table 'missing' not found"),
+        (["--point-column", "nope"], {}, 2, "column 'nope' not found"),
+        (["--point-column", "cluster_id"], {}, 2, "has type character varying"),
+        (["--table", "x;drop table persons"], {}, 2, "not a plain identifier"),
+        (["--collection", "other"], {}, 2, "collection 'other' not found"),
+        (
+            [],
+            {"DATABASE_URL": "postgresq://u:secret@localhost/db"},
+            2,
+            "scheme 'postgresq' is not PostgreSQL",
+        ),
+        (
+            [],
+            {"DATABASE_URL": "postgresql://u:secret@127.0.0.1:1/db"},
+            3,
+            "PostgreSQL at postgresql://u:\\*\\*\\*@127.0.0.1:1/db",
+        ),
+        (
+            [],
+            {"QDRANT_PATH": "", "QDRANT_URL": "http://127.0.0.1:1"},
+            3,
+            "Qdrant at http://127.0.0.1:1",
+        ),
+        ([], {"QDRANT_PATH": "/nonexistent/q"}, 2, "does not exist"),
+        ([], {"DATABASE_URL": ""}, 2, "no database given"),
+        (["--top", "-1"], {}, 2, "--top -1 is negative"),
+    ],
+)
+def test_bad_input_is_one_clear_line(
+    world: World, args: list[str], env_overrides: dict[str, str], code: int, pattern: str
+) -> None:
+    world.face(world.person())
+    env = {**world.env(), **env_overrides}
+    env = {k: v for k, v in env.items() if v}
+    result = run_cli("audit", *args, env=env)
+    assert result.returncode == code, result.stderr
+    line = one_line_error(result.stderr)
+    assert re.search(pattern, line), line
+    assert "secret" not in result.stderr
+
+
+def test_debug_shows_traceback_without_password(world: World) -> None:
+    env = {**world.env(), "DATABASE_URL": "postgresql://u:hunter2@127.0.0.1:1/db"}
+    result = run_cli("audit", "--debug", env=env)
+    assert result.returncode == 3
+    assert "Traceback" in result.stderr
+    assert "hunter2" not in result.stderr
+
+
+@pytest.fixture(scope="module")
+def password_server(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A server of our own that checks passwords (the shared one may trust everyone)."""
+    pgdata = tmp_path_factory.mktemp("pwserver") / "pgdata"
+    url = start_embedded_postgres(pgdata)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("ALTER ROLE postgres PASSWORD 'right'")
+        (hba,) = conn.execute("SHOW hba_file").fetchone() or ("",)
+        Path(hba).write_text("local all all scram-sha-256\n")
+        conn.execute("SELECT pg_reload_conf()")
+    yield url  # type: ignore[misc]
+    stop_embedded_postgres(pgdata)
+
+
+def test_wrong_password_is_exit_3_and_masked(world: World, password_server: str) -> None:
+    wrong = password_server.replace("postgres@", "postgres:wrong@", 1)
+    assert "wrong@" in wrong
+    result = run_cli("check", env={**world.env(), "DATABASE_URL": wrong})
+    assert result.returncode == 3
+    line = one_line_error(result.stderr)
+    assert "password authentication failed" in line
+    assert "wrong" not in line.replace("password authentication", "")
+
+
+def test_unknown_format_is_usage_error(world: World) -> None:
+    result = run_cli("audit", "--format", "xml", env=world.env())
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+
+
+def test_demo_builds_audits_and_stops(tmp_path: Path) -> None:
+    directory = tmp_path / "demo"
+    try:
+        result = run_cli("demo", "--dir", str(directory), "--faces", "200")
+        assert result.returncode == 0, result.stderr
+        assert "found exactly the" in result.stdout
+        assert "export DATABASE_URL=" in result.stdout
+        assert (directory / "drift.jsonl").stat().st_size > 0
+        env = {"DATABASE_URL": "", "QDRANT_PATH": str(directory / "qdrant")}
+        url = re.search(r"DATABASE_URL='([^']+)'", result.stdout)
+        assert url is not None
+        env["DATABASE_URL"] = url.group(1)
+        again = run_cli("audit", "--flag-key", "is_assigned", "--format", "json", env=env)
+        assert again.returncode == 1
+        assert json.loads(again.stdout)["drifted"] > 0
+    finally:
+        stopped = run_cli("demo", "--dir", str(directory), "--stop")
+    assert stopped.returncode == 0
+    assert "stopped the demo server" in stopped.stdout
+
+
+def test_demo_rejects_too_few_faces(tmp_path: Path) -> None:
+    result = run_cli("demo", "--dir", str(tmp_path / "d"), "--faces", "5")
+    assert result.returncode == 2
+    assert "--faces 5 is out of range" in one_line_error(result.stderr)
