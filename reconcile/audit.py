@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from reconcile.diff import Keys, Point, ScanStats, diff
+from reconcile.diff import Drift, Keys, Point, ScanStats, diff
 from reconcile.errors import ConfigError
 from reconcile.postgres import Postgres, TableInfo
 from reconcile.qdrant import Qdrant
@@ -55,12 +56,26 @@ class Stores:
             self.qdrant.close()
 
 
+@contextmanager
+def using(settings: Settings, stores: Stores | None) -> Iterator[Stores]:
+    """The caller's stores as they are, or stores of our own, closed when done.
+
+    A function given stores must not close them: repair audits with the same
+    connections it then writes with.
+    """
+    if stores is not None:
+        yield stores
+        return
+    with Stores(settings) as own:
+        yield own
+
+
 def check(settings: Settings, stores: Stores | None = None) -> CheckReport:
     """Validate the mapping on both sides, collecting every problem instead of the first."""
     problems: list[str] = []
     table = rows = points = None
     keys_found: dict[str, bool] = {}
-    with stores or Stores(settings) as s:
+    with using(settings, stores) as s:
         try:
             table = s.postgres.inspect()
             rows = s.postgres.count()
@@ -94,26 +109,30 @@ def audit(
     details: Path | None = None,
     progress: Progress | None = None,
     stores: Stores | None = None,
+    sink: Callable[[Drift], None] | None = None,
 ) -> AuditReport:
-    """Stream every row and every point once, merge-join them, and count the drift."""
+    """Stream every row and every point once, merge-join them, and count the drift.
+
+    `sink` sees every drift record as it streams (repair spills them to disk).
+    """
     if top < 0:
         raise ConfigError(f"--top {top} is negative: use 0 or more")
     started = time.monotonic()
     keys = Keys(settings.person_key, settings.flag_key)
     stats = ScanStats()
     tally = Tally()
-    with stores or Stores(settings) as s:
+    with using(settings, stores) as s:
         table = s.postgres.inspect()
         s.qdrant.require_collection()
         points = _counting(s.qdrant.points(), progress)
-        if details is None:
+        with ExitStack() as stack:
+            out = None if details is None else stack.enter_context(PrivateFile(details))
             for drift in diff(s.postgres.rows(), points, keys, stats):
                 tally.add(drift)
-        else:
-            with PrivateFile(details) as out:
-                for drift in diff(s.postgres.rows(), points, keys, stats):
-                    tally.add(drift)
+                if out is not None:
                     out.write_record(drift.record())
+                if sink is not None:
+                    sink(drift)
     return AuditReport(
         table=table.name,
         collection=settings.collection,

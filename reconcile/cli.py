@@ -17,8 +17,11 @@ from reconcile import ui
 from reconcile.audit import audit as run_audit
 from reconcile.audit import check as run_check
 from reconcile.errors import ConfigError, ExitCode, ReconcileError
+from reconcile.repair import Plan, RepairOptions
+from reconcile.repair import repair as run_repair
 from reconcile.report import AuditReport, PrivateFile
 from reconcile.settings import Settings
+from reconcile.undo import undo as run_undo
 
 app = typer.Typer(
     name="reconcile",
@@ -222,6 +225,116 @@ def _show_audit(report: AuditReport, format: Format, output: Path | None) -> Non
         _render(lambda console: ui.render_audit(report, console), output)
 
 
+YesOption = Annotated[bool, typer.Option("--yes", "-y", help="Apply without asking.")]
+DryRunOption = Annotated[bool, typer.Option("--dry-run", help="Show the plan; write nothing.")]
+BatchOption = Annotated[int, typer.Option(help="Points per batch: one lock, one write request.")]
+LockTimeoutOption = Annotated[
+    float, typer.Option(help="Seconds a batch may wait for a lock in PostgreSQL.")
+]
+DeadlineOption = Annotated[
+    float,
+    typer.Option(help="Seconds a batch may hold its row locks before the server ends it."),
+]
+
+
+def _decide(dry_run: bool, yes: bool, what: str) -> bool:
+    """Whether to ask; refuses outright when nobody is there to answer (cron)."""
+    if dry_run or yes:
+        return False
+    if not sys.stdin.isatty():
+        raise ConfigError(
+            f"{what} writes to Qdrant and no terminal can confirm it: "
+            "add --yes to apply, or --dry-run to only see the plan"
+        )
+    return True
+
+
+@app.command()
+@with_settings
+def repair(
+    settings: Settings,
+    dry_run: DryRunOption = False,
+    yes: YesOption = False,
+    batch_size: BatchOption = 1000,
+    max_changes: Annotated[
+        str,
+        typer.Option(help="Refuse plans changing more points: a number, or a % of the points."),
+    ] = "10%",
+    journal: Annotated[
+        Path | None,
+        typer.Option(help="Journal file (default: ~/.local/state/reconcile/repair-TIME.jsonl)."),
+    ] = None,
+    lock_timeout: LockTimeoutOption = 5.0,
+    batch_deadline: DeadlineOption = 60.0,
+    format: FormatOption = Format.table,
+    output: OutputOption = None,
+    top: Annotated[int, typer.Option(help="How many persons to list in the plan.")] = 10,
+    quiet: QuietOption = False,
+) -> None:
+    """Audit, then set payloads to what PostgreSQL says, in locked, journaled batches."""
+    options = RepairOptions(
+        dry_run=dry_run,
+        batch_size=batch_size,
+        max_changes=max_changes,
+        journal=journal,
+        lock_timeout=lock_timeout,
+        batch_deadline=batch_deadline,
+        top=top,
+    )
+    ask = _decide(dry_run, yes, "repair")
+
+    def confirm(plan: Plan) -> bool:
+        ui.render_plan(plan, ui.stderr())
+        return typer.confirm("Apply this plan?", err=True)
+
+    with ui.progress("repairing", enabled=not quiet) as progress:
+        report = run_repair(settings, options, progress=progress, confirm=confirm if ask else None)
+    if format is Format.json:
+        _emit(ui.to_json(report.to_json()), output)
+    else:
+        _render(lambda console: ui.render_repair(report, console), output)
+    raise typer.Exit(report.exit_code)
+
+
+@app.command()
+@with_settings
+def undo(
+    settings: Settings,
+    journal: Annotated[Path, typer.Argument(help="A journal written by `reconcile repair`.")],
+    dry_run: DryRunOption = False,
+    yes: YesOption = False,
+    batch_size: BatchOption = 1000,
+    lock_timeout: LockTimeoutOption = 5.0,
+    batch_deadline: DeadlineOption = 60.0,
+    format: FormatOption = Format.table,
+    output: OutputOption = None,
+    quiet: QuietOption = False,
+) -> None:
+    """Restore what a repair journal recorded, where nothing has changed since."""
+    options = RepairOptions(
+        batch_size=batch_size, lock_timeout=lock_timeout, batch_deadline=batch_deadline
+    )
+    ask = _decide(dry_run, yes, "undo")
+
+    def confirm(points: int) -> bool:
+        return typer.confirm(f"Restore up to {points:,} points from {journal}?", err=True)
+
+    with ui.progress("undoing", enabled=not quiet) as progress:
+        report = run_undo(
+            settings,
+            journal,
+            dry_run=dry_run,
+            options=options,
+            progress=progress,
+            confirm=confirm if ask else None,
+        )
+    if format is Format.json:
+        _emit(ui.to_json(report.to_json()), output)
+    else:
+        _render(lambda console: ui.render_undo(report, console), output)
+    raise typer.Exit(report.exit_code)
+
+
 @app.command()
 def demo(
     dir: Annotated[Path, typer.Option("--dir", help="Where to build the demo world.")] = Path(
@@ -268,6 +381,9 @@ def demo(
             "  reconcile check\n"
             "  reconcile audit --flag-key is_assigned\n"
             "  reconcile audit --flag-key is_assigned --format json --details drift.jsonl\n"
+            "  reconcile repair --flag-key is_assigned --dry-run\n"
+            "  reconcile repair --flag-key is_assigned --yes --journal repair.jsonl\n"
+            "  reconcile undo repair.jsonl --flag-key is_assigned --yes\n"
         )
 
 

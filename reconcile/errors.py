@@ -36,3 +36,9 @@ class StoreError(ReconcileError):
 
 class StreamOrderError(StoreError):
     """A stream was not ascending: the merge-join would report a wrong diff."""
+
+
+class GuardError(ReconcileError):
+    """A repair refused to run: the plan looks like a misconfiguration, not drift."""
+
+    exit_code = ExitCode.GUARD

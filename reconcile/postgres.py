@@ -41,17 +41,22 @@ class Postgres:
             connect_args={"connect_timeout": 10, "application_name": "reconcile"},
             pool_pre_ping=False,
         )
-        schema, name = table_parts(settings.table)
+        self._bind(sa.types.NullType())
+
+    def _bind(self, point_type: sa.types.TypeEngine[Any]) -> None:
+        """Build the table expression; the point column's type lets ids bind as uuid or bigint."""
+        s = self.settings
+        schema, name = table_parts(s.table)
         self.table = sa.table(
             name,
-            sa.column(settings.point_column),
-            sa.column(settings.person_column),
-            sa.column(settings.id_column),
+            sa.column(s.point_column, point_type),
+            sa.column(s.person_column),
+            sa.column(s.id_column),
             schema=schema,
         )
-        self._point = self.table.c[settings.point_column]
-        self._person = self.table.c[settings.person_column]
-        self._id = self.table.c[settings.id_column]
+        self._point = self.table.c[s.point_column]
+        self._person = self.table.c[s.person_column]
+        self._id = self.table.c[s.id_column]
 
     def close(self) -> None:
         self.engine.dispose()
@@ -134,6 +139,8 @@ class Postgres:
                     {"oid": oid, "attnum": columns[s.point_column][1]},
                 ).scalar()
             )
+        point_type = columns[s.point_column][0]
+        self._bind(sa.Uuid(as_uuid=False) if point_type == "uuid" else sa.BigInteger())
         return TableInfo(
             name=qualified,
             point_type=columns[s.point_column][0],
@@ -158,6 +165,59 @@ class Postgres:
         with self._errors("streaming rows"), self.engine.connect() as conn:
             for point, face, person in conn.execute(stmt):
                 yield Row(_point_value(point), str(face), _point_value(person))
+
+    @contextmanager
+    def transaction(self, lock_timeout: float, hold_limit: float) -> Iterator[sa.Connection]:
+        """One short transaction whose waits and idle time are bounded by the server.
+
+        `lock_timeout` bounds waiting for a lock; `idle_in_transaction_session_timeout`
+        makes the server end the session (and free our row locks) if this process
+        hangs or dies while holding them, so the application is never blocked for long.
+        """
+        with self._errors("locking rows"), self.engine.connect() as conn, conn.begin():
+            conn.execute(
+                sa.text(
+                    "SELECT set_config('lock_timeout', :lock, true), "
+                    "set_config('idle_in_transaction_session_timeout', :idle, true)"
+                ),
+                {"lock": f"{int(lock_timeout * 1000)}ms", "idle": f"{int(hold_limit * 1000)}ms"},
+            )
+            yield conn
+
+    def lock(
+        self, conn: sa.Connection, point_ids: list[int | str], *, skip_locked: bool = True
+    ) -> list[Row]:
+        """The rows naming these points that no other transaction holds, locked FOR SHARE.
+
+        FOR SHARE blocks an application UPDATE of the same rows until we commit, so
+        the application writes Qdrant after us; SKIP LOCKED passes over rows an
+        application transaction holds (it will write Qdrant itself).
+        """
+        stmt = sa.select(self._point, self._id, self._person).where(self._point.in_(point_ids))
+        if skip_locked:
+            stmt = stmt.with_for_update(read=True, skip_locked=True)
+        with self._errors("locking rows"):
+            return [
+                Row(_point_value(point), str(face), _point_value(person))
+                for point, face, person in conn.execute(stmt)
+            ]
+
+    def rows_per_point(
+        self, conn: sa.Connection, point_ids: list[int | str]
+    ) -> dict[int | str, int]:
+        """How many rows name each point, read without locks (tells held rows from deleted ones)."""
+        stmt = (
+            sa.select(self._point, sa.func.count())
+            .where(self._point.in_(point_ids))
+            .group_by(self._point)
+        )
+        with self._errors("re-reading rows"):
+            found: dict[int | str, int] = {}
+            for point, n in conn.execute(stmt):
+                value = _point_value(point)
+                assert value is not None
+                found[value] = int(n)
+            return found
 
 
 def _point_value(value: Any) -> int | str | None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 from qdrant_client import QdrantClient, models
@@ -13,6 +15,25 @@ from qdrant_client.http.exceptions import ApiException
 from reconcile.diff import Point
 from reconcile.errors import ConfigError, StoreError
 from reconcile.settings import Settings
+
+
+@dataclass(frozen=True)
+class SetKeys:
+    """Set these payload values on these points (other keys untouched)."""
+
+    values: Mapping[str, Any]
+    points: Sequence[int | str]
+
+
+@dataclass(frozen=True)
+class DeleteKeys:
+    """Remove these payload keys from these points."""
+
+    keys: Sequence[str]
+    points: Sequence[int | str]
+
+
+PayloadOp = SetKeys | DeleteKeys
 
 
 class Qdrant:
@@ -109,6 +130,29 @@ class Qdrant:
             if next_offset is None:
                 return
             offset = next_offset
+
+    def retrieve(self, point_ids: Sequence[int | str]) -> dict[int | str, dict[str, Any]]:
+        """The configured keys of the points that exist; absent points are left out."""
+        with self._errors("retrieving points"):
+            records = self.client.retrieve(
+                self.collection, list(point_ids), with_payload=self.keys, with_vectors=False
+            )
+        return {_point_id(r.id): dict(r.payload or {}) for r in records}
+
+    def apply(self, ops: Sequence[PayloadOp]) -> None:
+        """All operations in one request, in order, waiting until they are applied."""
+        operations: list[models.UpdateOperation] = [
+            models.SetPayloadOperation(
+                set_payload=models.SetPayload(payload=dict(op.values), points=list(op.points))
+            )
+            if isinstance(op, SetKeys)
+            else models.DeletePayloadOperation(
+                delete_payload=models.DeletePayload(keys=list(op.keys), points=list(op.points))
+            )
+            for op in ops
+        ]
+        with self._errors("writing payloads"):
+            self.client.batch_update_points(self.collection, operations, wait=True)
 
 
 def _point_id(value: object) -> int | str:

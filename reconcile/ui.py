@@ -14,7 +14,9 @@ from rich.table import Table
 
 from reconcile.audit import CheckReport
 from reconcile.diff import REPAIRABLE, Kind
+from reconcile.repair import Plan, RepairReport
 from reconcile.report import AuditReport
+from reconcile.undo import UndoReport
 
 _WHAT = {
     Kind.IN_SYNC: "payload agrees with PostgreSQL",
@@ -127,3 +129,57 @@ def progress(label: str, enabled: bool) -> Iterator[Callable[[int], None] | None
     ) as bar:
         task = bar.add_task(label, total=None)
         yield lambda n: bar.update(task, completed=n)
+
+
+def render_plan(plan: Plan, console: Console) -> None:
+    if plan.by_person:
+        table = Table(title="Repair plan by person (largest first)", title_justify="left")
+        table.add_column("person_id")
+        for name in ("set person", "clear person", "fix flag"):
+            table.add_column(name, justify="right")
+        for person, pp in plan.by_person:
+            table.add_row(person, f"{pp.set:,}", f"{pp.cleared:,}", f"{pp.flags:,}")
+        console.print(table)
+    console.print(
+        f"plan: set the person on {plan.set_person:,} points, clear it on "
+        f"{plan.clear_person:,}, fix the flag on {plan.set_flag:,}; {plan.persons:,} persons; "
+        f"{plan.requests:,} write requests"
+    )
+    if plan.guard:
+        console.print(f"guard: would refuse: {plan.guard}", markup=False, highlight=False)
+
+
+def render_repair(report: RepairReport, console: Console) -> None:
+    render_audit(report.plan.audit, console)
+    render_plan(report.plan, console)
+    if report.dry_run:
+        console.print("dry run: nothing was written")
+        return
+    t = report.tallies
+    console.print(
+        f"applied {t.applied:,}, verified {t.verified:,}, skipped (changed since) "
+        f"{t.skipped_changed:,}, skipped (locked) {t.skipped_locked:,}, vanished {t.vanished:,}, "
+        f"failed {t.failed:,}"
+    )
+    left = {k: n for k, n in report.remaining.items() if n}
+    console.print(
+        "remaining: " + (", ".join(f"{k} {n:,}" for k, n in left.items()) if left else "none")
+    )
+    if report.journal:
+        console.print(f"journal: {report.journal} (reconcile undo {report.journal})")
+
+
+def render_undo(report: UndoReport, console: Console) -> None:
+    verb = "would restore" if report.dry_run else "restored"
+    console.print(
+        f"{report.points:,} journaled points: {verb} {report.restored:,}, already restored "
+        f"{report.already_restored:,}, conflicts {report.conflicts:,}, skipped (locked) "
+        f"{report.skipped_locked:,}, vanished {report.vanished:,}, failed {report.failed:,}"
+    )
+    if report.conflict_ids:
+        console.print(
+            "conflicts (changed since the repair, left alone), e.g.: "
+            + ", ".join(str(p) for p in report.conflict_ids)
+        )
+    if report.torn_last_line:
+        console.print("the journal's last line was torn (the repair was killed): skipped")

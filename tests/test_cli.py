@@ -183,3 +183,113 @@ def test_demo_rejects_too_few_faces(tmp_path: Path) -> None:
     result = run_cli("demo", "--dir", str(tmp_path / "d"), "--faces", "5")
     assert result.returncode == 2
     assert "--faces 5 is out of range" in one_line_error(result.stderr)
+
+
+def drift_env(world: World, n: int = 3) -> dict[str, str]:
+    person = world.person()
+    for _ in range(n):
+        world.face(person, payload={"is_assigned": False})
+    return world.env()
+
+
+def test_repair_refuses_without_a_decision_when_no_terminal(world: World) -> None:
+    result = run_cli("repair", env=drift_env(world))
+    assert result.returncode == 2
+    assert "add --yes to apply, or --dry-run" in one_line_error(result.stderr)
+
+
+def test_repair_dry_run_then_apply_then_undo(world: World, tmp_path: Path) -> None:
+    env = drift_env(world)
+    dry = run_cli("repair", "--dry-run", "--flag-key", "is_assigned", "--format", "json", env=env)
+    assert dry.returncode == 1, dry.stderr
+    plan = json.loads(dry.stdout)
+    assert plan["dry_run"] is True and plan["planned"]["set_person"] == 3
+    assert set(plan) >= {
+        "dry_run",
+        "planned",
+        "applied",
+        "skipped_changed",
+        "skipped_locked",
+        "vanished",
+        "failed",
+        "verified",
+        "journal",
+        "remaining",
+    }
+
+    journal = tmp_path / "j.jsonl"
+    args = ["--flag-key", "is_assigned", "--max-changes", "100%", "--journal", str(journal)]
+    done = run_cli("repair", "--yes", *args, "--format", "json", env=env)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert (report["applied"], report["verified"], report["journal"]) == (3, 3, str(journal))
+    assert sum(report["remaining"].values()) == 0
+
+    table = run_cli("undo", str(journal), "--yes", "--flag-key", "is_assigned", env=env)
+    assert table.returncode == 0, table.stderr
+    assert "restored 3" in table.stdout
+    audit = run_cli("audit", "--flag-key", "is_assigned", "--format", "json", env=env)
+    assert json.loads(audit.stdout)["counts"]["missing_person"] == 3
+
+
+def test_repair_guard_exits_4(world: World) -> None:
+    result = run_cli("repair", "--yes", env=drift_env(world))
+    assert result.returncode == 4
+    assert "raise --max-changes" in one_line_error(result.stderr)
+
+
+@pytest.mark.parametrize(
+    ("args", "pattern"),
+    [
+        (["--batch-size", "0"], "--batch-size 0 is out of range"),
+        (["--batch-size", "99999999"], "--batch-size 99999999 is out of range"),
+        (["--max-changes", "lots"], "--max-changes 'lots' is not a number"),
+        (["--lock-timeout", "-1"], "--lock-timeout -1.0 is out of range"),
+    ],
+)
+def test_repair_rejects_bad_numbers(world: World, args: list[str], pattern: str) -> None:
+    result = run_cli("repair", "--dry-run", *args, env=world.env())
+    assert result.returncode == 2
+    assert pattern in one_line_error(result.stderr)
+
+
+def test_undo_rejects_a_non_journal(world: World, tmp_path: Path) -> None:
+    bogus = tmp_path / "notes.txt"
+    bogus.write_text("hello\n")
+    result = run_cli("undo", str(bogus), "--yes", env=world.env())
+    assert result.returncode == 2
+    assert "is not a reconcile journal" in one_line_error(result.stderr)
+
+
+def test_repair_asks_on_a_terminal(world: World, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = drift_env(world)
+    for answer, code in ((b"n\n", 2), (b"y\n", 0)):
+        master, slave = os.openpty()
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "reconcile",
+                "repair",
+                "--max-changes",
+                "100%",
+                "--journal",
+                str(tmp_path / f"j{code}.jsonl"),
+            ],
+            stdin=slave,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, **env},
+        )
+        os.close(slave)
+        os.write(master, answer)
+        out, err = proc.communicate(timeout=120)
+        os.close(master)
+        assert proc.returncode == code, err
+        assert "Repair plan by person" in err and "Apply this plan?" in err
+    assert "applied 3" in out

@@ -1,0 +1,489 @@
+"""Repair: plan from a spilled audit, then lock, recheck, journal and write, batch by batch."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from importlib.metadata import version
+from pathlib import Path
+from typing import IO, Any
+
+import sqlalchemy as sa
+
+from reconcile.audit import Progress, Stores, audit, using
+from reconcile.diff import REPAIRABLE, Drift, Keys, Kind, PointId, Row, classify
+from reconcile.errors import ConfigError, GuardError, StoreError
+from reconcile.journal import JournalWriter, default_path
+from reconcile.qdrant import DeleteKeys, PayloadOp, SetKeys
+from reconcile.report import AuditReport
+from reconcile.settings import Settings
+
+NO_PERSON = "(no person)"
+
+
+@dataclass(frozen=True)
+class RepairOptions:
+    """How a repair runs; validated here so the library and the CLI reject the same things."""
+
+    dry_run: bool = False
+    batch_size: int = 1000
+    max_changes: str = "10%"
+    journal: Path | None = None
+    lock_timeout: float = 5.0
+    batch_deadline: float = 60.0
+    top: int = 10
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.batch_size <= 10_000:
+            raise ConfigError(f"--batch-size {self.batch_size} is out of range: use 1 to 10000")
+        max_changes_limit(self.max_changes, 0)
+        if not 0 < self.lock_timeout <= 600:
+            raise ConfigError(f"--lock-timeout {self.lock_timeout} is out of range: use (0, 600]")
+        if not self.lock_timeout < self.batch_deadline <= 3600:
+            raise ConfigError(
+                f"--batch-deadline {self.batch_deadline} is out of range: "
+                "use more than --lock-timeout and at most 3600"
+            )
+
+
+def max_changes_limit(spec: str, points: int) -> int:
+    """`500` is a number of points; `10%` a share of the collection's points."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(%?)\s*", spec)
+    if match is None:
+        raise ConfigError(f"--max-changes {spec!r} is not a number or a percentage: use 500 or 10%")
+    value, percent = float(match.group(1)), bool(match.group(2))
+    if percent:
+        if value > 100:
+            raise ConfigError(f"--max-changes {spec!r} is over 100%")
+        return math.floor(points * value / 100)
+    if not value.is_integer():
+        raise ConfigError(f"--max-changes {spec!r} must be a whole number of points")
+    return int(value)
+
+
+@dataclass
+class PersonPlan:
+    """What a repair does for one person: faces gaining it, losing it, flags fixed."""
+
+    set: int = 0
+    cleared: int = 0
+    flags: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.set + self.cleared + self.flags
+
+
+@dataclass(frozen=True)
+class Plan:
+    audit: AuditReport
+    set_person: int
+    clear_person: int
+    set_flag: int
+    persons: int
+    requests: int
+    by_person: list[tuple[str, PersonPlan]]
+    guard: str | None
+
+    @property
+    def changes(self) -> int:
+        return self.set_person + self.clear_person + self.set_flag
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "set_person": self.set_person,
+            "clear_person": self.clear_person,
+            "set_flag": self.set_flag,
+            "persons": self.persons,
+            "requests": self.requests,
+            "top_persons": [
+                {"person_id": p, "set": pp.set, "cleared": pp.cleared, "flags": pp.flags}
+                for p, pp in self.by_person
+            ],
+        }
+
+
+@dataclass
+class Tallies:
+    """What happened to each planned point; `remaining` is audit-style, by kind."""
+
+    applied: int = 0
+    skipped_changed: int = 0
+    skipped_locked: int = 0
+    vanished: int = 0
+    failed: int = 0
+    verified: int = 0
+    remaining: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass(frozen=True)
+class RepairReport:
+    plan: Plan
+    dry_run: bool
+    tallies: Tallies
+    journal: str | None
+    duration_seconds: float
+
+    @property
+    def remaining(self) -> dict[str, int]:
+        return {k.value: self.tallies.remaining[k.value] for k in Kind if k is not Kind.IN_SYNC}
+
+    @property
+    def exit_code(self) -> int:
+        if self.tallies.failed:
+            return 3
+        return 1 if any(self.remaining.values()) else 0
+
+    def to_json(self) -> dict[str, Any]:
+        t = self.tallies
+        return {
+            "schema_version": 1,
+            "dry_run": self.dry_run,
+            "planned": self.plan.to_json(),
+            "guard": self.plan.guard,
+            "applied": t.applied,
+            "skipped_changed": t.skipped_changed,
+            "skipped_locked": t.skipped_locked,
+            "vanished": t.vanished,
+            "failed": t.failed,
+            "verified": t.verified,
+            "journal": self.journal,
+            "remaining": self.remaining,
+            "audit": self.plan.audit.to_json(),
+            "duration_seconds": round(self.duration_seconds, 3),
+        }
+
+
+@dataclass
+class Hooks:
+    """Test seams in the apply loop; the product never sets them."""
+
+    before_write: Callable[[list[PointId]], None] | None = None
+    lock_rows: bool = True  # False only to prove, in a test, that the lock is what keeps us safe
+
+
+class _Planner:
+    """Spills repairable drift to an anonymous temporary file and counts the plan."""
+
+    def __init__(self, spill: IO[str], keys: Keys) -> None:
+        self.spill = spill
+        self.keys = keys
+        self.kinds: Counter[Kind] = Counter()
+        self.persons: dict[str, PersonPlan] = {}
+
+    def __call__(self, drift: Drift) -> None:
+        if drift.kind not in REPAIRABLE:
+            return
+        self.kinds[drift.kind] += 1
+        self.spill.write(json.dumps(drift.record(), separators=(",", ":")) + "\n")
+        if drift.kind is Kind.STALE_PERSON:
+            self._person(drift.person).cleared += 1
+        elif drift.kind is Kind.FLAG_MISMATCH:
+            self._person(drift.person).flags += 1
+        else:
+            assert drift.expected is not None
+            target = drift.expected[self.keys.person]
+            self._person(target if isinstance(target, str) else repr(target)).set += 1
+
+    def _person(self, person: str | None) -> PersonPlan:
+        return self.persons.setdefault(person or NO_PERSON, PersonPlan())
+
+    def plan(self, report: AuditReport, options: RepairOptions) -> Plan:
+        changes = sum(self.kinds.values())
+        by_person = sorted(self.persons.items(), key=lambda item: (-item[1].total, item[0]))
+        return Plan(
+            audit=report,
+            set_person=self.kinds[Kind.MISSING_PERSON] + self.kinds[Kind.WRONG_PERSON],
+            clear_person=self.kinds[Kind.STALE_PERSON],
+            set_flag=self.kinds[Kind.FLAG_MISMATCH],
+            persons=len(self.persons.keys() - {NO_PERSON}),
+            requests=math.ceil(changes / options.batch_size),
+            by_person=by_person[: options.top],
+            guard=_guard(report, changes, options.max_changes),
+        )
+
+
+def _guard(report: AuditReport, changes: int, max_changes: str) -> str | None:
+    """Why this plan must not run, or None: a plan this large is a misconfiguration, not drift."""
+    rows = report.rows - report.rows_without_point
+    if (rows == 0) != (report.points == 0):
+        return (
+            f"the full scan found {rows:,} rows with a point in {report.table} and "
+            f"{report.points:,} points in {report.collection}: one store is empty, which "
+            "looks like the wrong database, table or collection, not drift"
+        )
+    limit = max_changes_limit(max_changes, report.points)
+    if changes > limit:
+        return (
+            f"the plan changes {changes:,} points, more than --max-changes {max_changes} "
+            f"({limit:,} of {report.points:,} points); check the settings, then raise "
+            "--max-changes if this is expected"
+        )
+    return None
+
+
+def _batches(spill: IO[str], size: int) -> Iterator[list[dict[str, Any]]]:
+    spill.seek(0)
+    batch: list[dict[str, Any]] = []
+    for line in spill:
+        batch.append(json.loads(line))
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def target(row: Row, before: dict[str, Any], keys: Keys) -> tuple[dict[str, Any], bool]:
+    """The values to set and whether to delete the person key, from the row just read."""
+    if row.person_id is not None:
+        return keys.expected(row.person_id), False
+    delete = before.get(keys.person) is not None
+    return ({keys.flag: False} if keys.flag else {}), delete
+
+
+def group_writes(writes: list[_Write], person_key: str) -> list[PayloadOp]:
+    """One SetKeys per distinct target value (one per person), one DeleteKeys for the cleared."""
+    sets: dict[str, tuple[dict[str, Any], list[PointId]]] = {}
+    cleared: list[PointId] = []
+    for w in writes:
+        if w.delete:
+            cleared.append(w.point_id)
+        if w.values:
+            key = json.dumps(w.values, sort_keys=True)
+            sets.setdefault(key, (w.values, []))[1].append(w.point_id)
+    ops: list[PayloadOp] = [SetKeys(values, points) for values, points in sets.values()]
+    if cleared:
+        ops.append(DeleteKeys([person_key], cleared))
+    return ops
+
+
+@dataclass(frozen=True)
+class _Write:
+    """One point to write: the row just read, the payload just read, and what to change."""
+
+    row: Row
+    point_id: PointId
+    kind: str  # as planned, for the remaining counts
+    before: dict[str, Any]  # the configured keys present before (absent keys left out)
+    after: dict[str, Any]  # the same keys as they will be
+    values: dict[str, Any]  # to set
+    delete: bool  # whether to delete the person key
+
+
+def same(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Payload equality that tells 1 from true and 1.0 from 1, as JSON does."""
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+LockStatus = Row | str  # the one row now naming the point, or vanished / duplicate / locked
+
+
+def lock_points(
+    stores: Stores, conn: sa.Connection, point_ids: list[PointId], hooks: Hooks
+) -> Iterator[tuple[PointId, LockStatus]]:
+    """Lock the rows naming these points FOR SHARE SKIP LOCKED and say what became of each.
+
+    An unlocked count of the rows then tells a row held by another transaction
+    (still there, not locked by us) from a deleted one, and finds points that
+    several rows name now.
+    """
+    locked: dict[PointId, list[Row]] = {}
+    for row in stores.postgres.lock(conn, point_ids, skip_locked=hooks.lock_rows):
+        assert row.point_id is not None
+        locked.setdefault(row.point_id, []).append(row)
+    named = stores.postgres.rows_per_point(conn, point_ids)
+    for point_id in point_ids:
+        rows = locked.get(point_id, [])
+        n = named.get(point_id, 0)
+        if n == 0:
+            yield point_id, "vanished"
+        elif n > 1:
+            yield point_id, "duplicate"
+        elif not rows:
+            yield point_id, "locked"
+        else:
+            yield point_id, rows[0]
+
+
+class Repairer:
+    """The lock-recheck-write loop over a plan's spill."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        stores: Stores,
+        options: RepairOptions,
+        journal: JournalWriter,
+        hooks: Hooks,
+    ) -> None:
+        self.keys = Keys(settings.person_key, settings.flag_key)
+        self.stores = stores
+        self.options = options
+        self.journal = journal
+        self.hooks = hooks
+        self.tallies = Tallies()
+
+    def run(self, spill: IO[str], progress: Progress | None) -> None:
+        done = 0
+        for number, batch in enumerate(_batches(spill, self.options.batch_size), start=1):
+            self._batch(number, batch)
+            done += len(batch)
+            if progress is not None:
+                progress(done)
+
+    def _batch(self, number: int, batch: list[dict[str, Any]]) -> None:
+        qd, t = self.stores.qdrant, self.tallies
+        planned = {record["point_id"]: record["kind"] for record in batch}
+        with self.stores.postgres.transaction(
+            self.options.lock_timeout, self.options.batch_deadline
+        ) as conn:
+            candidates: list[Row] = []
+            for point_id, status in lock_points(self.stores, conn, list(planned), self.hooks):
+                if isinstance(status, Row):
+                    candidates.append(status)
+                    continue
+                if status == "vanished":
+                    t.vanished += 1  # the face row is gone: its point is an orphan now
+                    t.remaining[Kind.ORPHAN_POINT] += 1
+                elif status == "duplicate":
+                    t.skipped_changed += 1  # several rows name it now: left alone
+                    t.remaining[Kind.DUPLICATE_POINT] += 1
+                else:
+                    t.skipped_locked += 1  # an application transaction holds it
+                    t.remaining[planned[point_id]] += 1
+            payloads = qd.retrieve([row.point_id for row in candidates if row.point_id is not None])
+            writes: list[_Write] = []
+            for row in candidates:
+                assert row.point_id is not None
+                payload = payloads.get(row.point_id)
+                if payload is None:
+                    t.vanished += 1
+                    t.remaining[Kind.MISSING_POINT] += 1
+                    continue
+                if classify(row, payload, self.keys) is Kind.IN_SYNC:
+                    t.skipped_changed += 1
+                    continue
+                before = self.keys.actual(payload)
+                values, delete = target(row, before, self.keys)
+                after = {k: v for k, v in before.items() if not (delete and k == self.keys.person)}
+                after.update(values)
+                kind = planned[row.point_id]
+                writes.append(_Write(row, row.point_id, kind, before, after, values, delete))
+            if self.hooks.before_write is not None:
+                self.hooks.before_write([w.point_id for w in writes])
+            if writes:
+                self._write(number, writes)
+
+    def _write(self, number: int, writes: list[_Write]) -> None:
+        """Journal, write, and verify under the batch's lock."""
+        qd, t = self.stores.qdrant, self.tallies
+        self.journal.changes(
+            number,
+            [
+                {
+                    "point_id": w.point_id,
+                    "face_id": w.row.face_id,
+                    "before": w.before,
+                    "after": w.after,
+                }
+                for w in writes
+            ],
+        )
+        error: str | None = None
+        try:
+            qd.apply(group_writes(writes, self.keys.person))
+        except StoreError as exc:
+            # The outcome is unknown (a timeout may have applied it): the rows are
+            # still locked, so re-reading the payloads tells what happened, and the
+            # points that still exist and were not written get one more try.
+            error = str(exc)
+            current = qd.retrieve([w.point_id for w in writes])
+            retry = [
+                w
+                for w in writes
+                if w.point_id in current
+                and not same(self.keys.actual(current[w.point_id]), w.after)
+            ]
+            if retry:
+                try:
+                    qd.apply(group_writes(retry, self.keys.person))
+                except StoreError as again:
+                    error = str(again)
+        current = qd.retrieve([w.point_id for w in writes])
+        applied = failed = 0
+        for w in writes:
+            payload = current.get(w.point_id)
+            if payload is None:
+                t.vanished += 1
+                t.remaining[Kind.MISSING_POINT] += 1
+                continue
+            if same(self.keys.actual(payload), w.after):
+                applied += 1
+            else:
+                failed += 1
+            if classify(w.row, payload, self.keys) is Kind.IN_SYNC:
+                t.verified += 1
+            else:
+                t.remaining[w.kind] += 1
+        t.applied += applied
+        t.failed += failed
+        self.journal.outcome(number, applied=applied, failed=failed, error=error)
+
+
+def repair(
+    settings: Settings,
+    options: RepairOptions | None = None,
+    *,
+    stores: Stores | None = None,
+    progress: Progress | None = None,
+    confirm: Callable[[Plan], bool] | None = None,
+    hooks: Hooks | None = None,
+) -> RepairReport:
+    """Audit, plan, and (unless a dry run) apply the plan; see DESIGN.md for the protocol."""
+    options = options or RepairOptions()
+    started = time.monotonic()
+    keys = Keys(settings.person_key, settings.flag_key)
+    with using(settings, stores) as s, tempfile.TemporaryFile("w+", encoding="utf-8") as spill:
+        # The spill holds which person is in which photo; TemporaryFile is mode
+        # 0600 and has no name, so nothing is left behind even on kill -9.
+        planner = _Planner(spill, keys)
+        report = audit(settings, top=options.top, stores=s, progress=progress, sink=planner)
+        plan = planner.plan(report, options)
+        tallies = Tallies()
+        for kind, n in report.counts.items():
+            if kind != Kind.IN_SYNC and Kind(kind) not in REPAIRABLE:
+                tallies.remaining[kind] += n
+        if not options.dry_run and plan.guard is not None:
+            raise GuardError(f"repair refused: {plan.guard}")
+        if options.dry_run or plan.changes == 0:
+            for kind in REPAIRABLE:
+                tallies.remaining[kind] += report.counts[kind]
+            return RepairReport(plan, options.dry_run, tallies, None, time.monotonic() - started)
+        if confirm is not None and not confirm(plan):
+            raise ConfigError("repair not confirmed: nothing was written")
+        path = options.journal or default_path()
+        journal = JournalWriter(
+            path,
+            {
+                "tool": "reconcile",
+                "tool_version": version("reconcile"),
+                "table": report.table,
+                "collection": settings.collection,
+                "keys": {"person": settings.person_key, "flag": settings.flag_key},
+                "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            },
+        )
+        try:
+            repairer = Repairer(settings, s, options, journal, hooks or Hooks())
+            repairer.tallies.remaining.update(tallies.remaining)
+            repairer.run(spill, progress)
+        finally:
+            journal.close()
+        return RepairReport(plan, False, repairer.tallies, str(path), time.monotonic() - started)

@@ -1,0 +1,179 @@
+"""Undo: restore what a repair journal says each point held, where nothing changed since."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from reconcile.audit import Progress, Stores, using
+from reconcile.diff import Keys, PointId, Row
+from reconcile.errors import ConfigError, StoreError
+from reconcile.journal import JournalReader
+from reconcile.qdrant import DeleteKeys, PayloadOp, SetKeys
+from reconcile.repair import Hooks, RepairOptions, lock_points, same
+from reconcile.settings import Settings
+
+
+@dataclass
+class UndoReport:
+    journal: str
+    dry_run: bool
+    points: int = 0  # change records read
+    restored: int = 0
+    already_restored: int = 0
+    conflicts: int = 0
+    skipped_locked: int = 0
+    vanished: int = 0
+    failed: int = 0
+    torn_last_line: bool = False
+    duration_seconds: float = 0.0
+    conflict_ids: list[PointId] = field(default_factory=list)  # the first few, for the message
+
+    @property
+    def exit_code(self) -> int:
+        if self.failed:
+            return 3
+        return 1 if self.conflicts or self.skipped_locked or self.vanished else 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema_version": 1,
+            "journal": self.journal,
+            "dry_run": self.dry_run,
+            "points": self.points,
+            "restored": self.restored,
+            "already_restored": self.already_restored,
+            "conflicts": self.conflicts,
+            "skipped_locked": self.skipped_locked,
+            "vanished": self.vanished,
+            "failed": self.failed,
+            "torn_last_line": self.torn_last_line,
+            "duration_seconds": round(self.duration_seconds, 3),
+        }
+
+
+def _restore_ops(changes: list[dict[str, Any]], person_key: str) -> list[PayloadOp]:
+    """Set each point's before-values and delete the keys it did not have before."""
+    sets: dict[str, tuple[dict[str, Any], list[PointId]]] = {}
+    deletes: dict[tuple[str, ...], list[PointId]] = {}
+    for change in changes:
+        before, after = change["before"], change["after"]
+        if before:
+            sets.setdefault(json.dumps(before, sort_keys=True), (before, []))[1].append(
+                change["point_id"]
+            )
+        gone = tuple(sorted(set(after) - set(before)))
+        if gone:
+            deletes.setdefault(gone, []).append(change["point_id"])
+    ops: list[PayloadOp] = [DeleteKeys(list(keys), points) for keys, points in deletes.items()]
+    ops += [SetKeys(values, points) for values, points in sets.values()]
+    return ops
+
+
+def _batches(changes: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    batch: list[dict[str, Any]] = []
+    for change in changes:
+        batch.append(change)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def undo(
+    settings: Settings,
+    journal: Path,
+    *,
+    dry_run: bool = False,
+    options: RepairOptions | None = None,
+    stores: Stores | None = None,
+    progress: Progress | None = None,
+    confirm: Callable[[int], bool] | None = None,
+) -> UndoReport:
+    """Restore each journaled point's before-state where its payload still holds the after-state."""
+    options = options or RepairOptions()
+    started = time.monotonic()
+    reader = JournalReader(journal)
+    header = reader.header
+    keys = Keys(settings.person_key, settings.flag_key)
+    if header.get("collection") != settings.collection:
+        raise ConfigError(
+            f"journal {journal} was written for collection {header.get('collection')!r}, "
+            f"not {settings.collection!r}: set --collection"
+        )
+    if header.get("keys") != {"person": keys.person, "flag": keys.flag}:
+        raise ConfigError(
+            f"journal {journal} was written with payload keys {header.get('keys')}: "
+            "set --person-key and --flag-key to match"
+        )
+    if confirm is not None and not dry_run and not confirm(sum(1 for _ in reader.changes())):
+        raise ConfigError("undo not confirmed: nothing was written")
+    report = UndoReport(str(journal), dry_run)
+    with using(settings, stores) as s:
+        s.postgres.inspect()
+        s.qdrant.require_collection()
+        for batch in _batches(reader.changes(), options.batch_size):
+            _undo_batch(s, batch, keys, options, report, dry_run)
+            if progress is not None:
+                progress(report.points)
+    report.torn_last_line = reader.torn
+    report.duration_seconds = time.monotonic() - started
+    return report
+
+
+def _undo_batch(
+    s: Stores,
+    batch: list[dict[str, Any]],
+    keys: Keys,
+    options: RepairOptions,
+    report: UndoReport,
+    dry_run: bool,
+) -> None:
+    report.points += len(batch)
+    # A repair plans each point once, so a point has one change line per journal.
+    changes = {change["point_id"]: change for change in batch}
+    with s.postgres.transaction(options.lock_timeout, options.batch_deadline) as conn:
+        rows: list[Row] = []
+        for _point_id, status in lock_points(s, conn, list(changes), Hooks()):
+            if isinstance(status, Row):
+                rows.append(status)
+            elif status == "locked":
+                report.skipped_locked += 1
+            else:
+                report.vanished += 1
+        current = s.qdrant.retrieve([row.point_id for row in rows if row.point_id is not None])
+        todo: list[dict[str, Any]] = []
+        for row in rows:
+            assert row.point_id is not None
+            change = changes[row.point_id]
+            payload = current.get(row.point_id)
+            if payload is None:
+                report.vanished += 1
+            elif same(keys.actual(payload), change["after"]):
+                todo.append(change)
+            elif same(keys.actual(payload), change["before"]):
+                report.already_restored += 1
+            else:
+                report.conflicts += 1
+                if len(report.conflict_ids) < 5:
+                    report.conflict_ids.append(row.point_id)
+        if dry_run or not todo:
+            report.restored += len(todo)
+            return
+        # Whether the write fails or times out, the re-read below, still under the
+        # lock, tells which points were restored.
+        with contextlib.suppress(StoreError):
+            s.qdrant.apply(_restore_ops(todo, keys.person))
+        after = s.qdrant.retrieve([change["point_id"] for change in todo])
+        for change in todo:
+            payload = after.get(change["point_id"])
+            if payload is not None and same(keys.actual(payload), change["before"]):
+                report.restored += 1
+            else:
+                report.failed += 1
