@@ -36,6 +36,10 @@ class DeleteKeys:
 PayloadOp = SetKeys | DeleteKeys
 
 
+# Seconds one request may take; repair bounds how long it holds row locks with it.
+QDRANT_TIMEOUT = 30
+
+
 class Qdrant:
     """A collection, scrolled in ascending id order with only the configured keys."""
 
@@ -152,7 +156,12 @@ class Qdrant:
             for op in ops
         ]
         with self._errors("writing payloads"):
-            self.client.batch_update_points(self.collection, operations, wait=True)
+            try:
+                self.client.batch_update_points(self.collection, operations, wait=True)
+            except KeyError as exc:
+                # Local mode raises KeyError for a point id it does not hold, where
+                # a server answers 404; both mean "a point vanished": retry without it.
+                raise StoreError(f"Qdrant has no point {exc}") from None
 
 
 def _point_id(value: object) -> int | str:

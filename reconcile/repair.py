@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
@@ -20,11 +21,12 @@ from reconcile.audit import Progress, Stores, audit, using
 from reconcile.diff import REPAIRABLE, Drift, Keys, Kind, PointId, Row, classify
 from reconcile.errors import ConfigError, GuardError, StoreError
 from reconcile.journal import JournalWriter, default_path
-from reconcile.qdrant import DeleteKeys, PayloadOp, SetKeys
+from reconcile.qdrant import QDRANT_TIMEOUT, DeleteKeys, PayloadOp, SetKeys
 from reconcile.report import AuditReport
 from reconcile.settings import Settings
 
 NO_PERSON = "(no person)"
+MAX_FAILED_BATCHES = 3
 
 
 @dataclass(frozen=True)
@@ -121,6 +123,15 @@ class Tallies:
     verified: int = 0
     remaining: Counter[str] = field(default_factory=Counter)
 
+    def merge(self, other: Tallies) -> None:
+        self.applied += other.applied
+        self.skipped_changed += other.skipped_changed
+        self.skipped_locked += other.skipped_locked
+        self.vanished += other.vanished
+        self.failed += other.failed
+        self.verified += other.verified
+        self.remaining.update(other.remaining)
+
 
 @dataclass(frozen=True)
 class RepairReport:
@@ -166,6 +177,7 @@ class Hooks:
 
     before_write: Callable[[list[PointId]], None] | None = None
     lock_rows: bool = True  # False only to prove, in a test, that the lock is what keeps us safe
+    clock: Callable[[], float] = time.monotonic
 
 
 class _Planner:
@@ -270,7 +282,6 @@ class _Write:
 
     row: Row
     point_id: PointId
-    kind: str  # as planned, for the remaining counts
     before: dict[str, Any]  # the configured keys present before (absent keys left out)
     after: dict[str, Any]  # the same keys as they will be
     values: dict[str, Any]  # to set
@@ -329,61 +340,101 @@ class Repairer:
         self.journal = journal
         self.hooks = hooks
         self.tallies = Tallies()
+        self.last_error = ""
 
     def run(self, spill: IO[str], progress: Progress | None) -> None:
-        done = 0
-        for number, batch in enumerate(_batches(spill, self.options.batch_size), start=1):
-            self._batch(number, batch)
+        done = failures_in_a_row = 0
+        batches = _batches(spill, self.options.batch_size)
+        for number, batch in enumerate(batches, start=1):
+            if self._batch(number, batch):
+                failures_in_a_row = 0
+            else:
+                failures_in_a_row += 1
             done += len(batch)
             if progress is not None:
                 progress(done)
+            if failures_in_a_row == MAX_FAILED_BATCHES:
+                # A store that failed this many batches in a row is down, not flaky:
+                # stop, and report the rest of the plan as not done.
+                for rest in batches:
+                    self.tallies.remaining.update(record["kind"] for record in rest)
+                raise StoreError(
+                    f"{MAX_FAILED_BATCHES} batches in a row failed ({self.last_error}); "
+                    f"stopped after {done:,} of the planned points; the journal "
+                    f"{self.journal.path} records what was written"
+                )
 
-    def _batch(self, number: int, batch: list[dict[str, Any]]) -> None:
-        qd, t = self.stores.qdrant, self.tallies
+    def _batch(self, number: int, batch: list[dict[str, Any]]) -> bool:
+        """One batch in one short transaction; False when it failed (already counted)."""
         planned = {record["point_id"]: record["kind"] for record in batch}
-        with self.stores.postgres.transaction(
-            self.options.lock_timeout, self.options.batch_deadline
-        ) as conn:
-            candidates: list[Row] = []
-            for point_id, status in lock_points(self.stores, conn, list(planned), self.hooks):
-                if isinstance(status, Row):
-                    candidates.append(status)
-                    continue
-                if status == "vanished":
-                    t.vanished += 1  # the face row is gone: its point is an orphan now
-                    t.remaining[Kind.ORPHAN_POINT] += 1
-                elif status == "duplicate":
-                    t.skipped_changed += 1  # several rows name it now: left alone
-                    t.remaining[Kind.DUPLICATE_POINT] += 1
-                else:
-                    t.skipped_locked += 1  # an application transaction holds it
-                    t.remaining[planned[point_id]] += 1
-            payloads = qd.retrieve([row.point_id for row in candidates if row.point_id is not None])
-            writes: list[_Write] = []
-            for row in candidates:
-                assert row.point_id is not None
-                payload = payloads.get(row.point_id)
-                if payload is None:
-                    t.vanished += 1
-                    t.remaining[Kind.MISSING_POINT] += 1
-                    continue
-                if classify(row, payload, self.keys) is Kind.IN_SYNC:
-                    t.skipped_changed += 1
-                    continue
-                before = self.keys.actual(payload)
-                values, delete = target(row, before, self.keys)
-                after = {k: v for k, v in before.items() if not (delete and k == self.keys.person)}
-                after.update(values)
-                kind = planned[row.point_id]
-                writes.append(_Write(row, row.point_id, kind, before, after, values, delete))
-            if self.hooks.before_write is not None:
-                self.hooks.before_write([w.point_id for w in writes])
-            if writes:
-                self._write(number, writes)
+        t = Tallies()
+        deadline = self.hooks.clock() + self.options.batch_deadline
+        # The server ends the session, and so frees our row locks, if we hold them
+        # idle longer than the deadline plus the last write and its re-read.
+        hold_limit = self.options.batch_deadline + 2 * QDRANT_TIMEOUT + 5
+        try:
+            with self.stores.postgres.transaction(self.options.lock_timeout, hold_limit) as conn:
+                writes = self._recheck(conn, planned, t)
+                if self.hooks.before_write is not None:
+                    self.hooks.before_write([w.point_id for w in writes])
+                if writes:
+                    self._write(number, writes, deadline, t)
+        except StoreError as exc:
+            # The batch's outcome is unknown: none of it counts as done. The
+            # journal's change lines (if written) stay, with an outcome saying so.
+            self.last_error = str(exc)
+            self.tallies.failed += len(planned)
+            self.tallies.remaining.update(planned.values())
+            with contextlib.suppress(OSError):
+                self.journal.outcome(number, applied=0, failed=len(planned), error=str(exc))
+            return False
+        self.tallies.merge(t)
+        return t.failed == 0
 
-    def _write(self, number: int, writes: list[_Write]) -> None:
-        """Journal, write, and verify under the batch's lock."""
-        qd, t = self.stores.qdrant, self.tallies
+    def _recheck(
+        self, conn: sa.Connection, planned: dict[PointId, str], t: Tallies
+    ) -> list[_Write]:
+        """Lock the rows, re-read rows and payloads, and keep what is still drifted."""
+        candidates: list[Row] = []
+        gone: list[PointId] = []
+        for point_id, status in lock_points(self.stores, conn, list(planned), self.hooks):
+            if isinstance(status, Row):
+                candidates.append(status)
+            elif status == "vanished":
+                gone.append(point_id)
+            elif status == "duplicate":
+                t.skipped_changed += 1  # several rows name it now: left alone
+                t.remaining[Kind.DUPLICATE_POINT] += 1
+            else:
+                t.skipped_locked += 1  # an application transaction holds it
+                t.remaining[planned[point_id]] += 1
+        ids = [row.point_id for row in candidates if row.point_id is not None]
+        payloads = self.stores.qdrant.retrieve(ids + gone)
+        for point_id in gone:
+            t.vanished += 1  # the face row is gone; an orphan if its point is still there
+            if point_id in payloads:
+                t.remaining[Kind.ORPHAN_POINT] += 1
+        writes: list[_Write] = []
+        for row in candidates:
+            assert row.point_id is not None
+            payload = payloads.get(row.point_id)
+            if payload is None:
+                t.vanished += 1
+                t.remaining[Kind.MISSING_POINT] += 1
+                continue
+            if classify(row, payload, self.keys) is Kind.IN_SYNC:
+                t.skipped_changed += 1
+                continue
+            before = self.keys.actual(payload)
+            values, delete = target(row, before, self.keys)
+            after = {k: v for k, v in before.items() if not (delete and k == self.keys.person)}
+            after.update(values)
+            writes.append(_Write(row, row.point_id, before, after, values, delete))
+        return writes
+
+    def _write(self, number: int, writes: list[_Write], deadline: float, t: Tallies) -> None:
+        """Journal, write, and verify, all under the batch's lock."""
+        qd = self.stores.qdrant
         self.journal.changes(
             number,
             [
@@ -397,25 +448,30 @@ class Repairer:
             ],
         )
         error: str | None = None
-        try:
-            qd.apply(group_writes(writes, self.keys.person))
-        except StoreError as exc:
-            # The outcome is unknown (a timeout may have applied it): the rows are
-            # still locked, so re-reading the payloads tells what happened, and the
-            # points that still exist and were not written get one more try.
-            error = str(exc)
-            current = qd.retrieve([w.point_id for w in writes])
-            retry = [
-                w
-                for w in writes
-                if w.point_id in current
-                and not same(self.keys.actual(current[w.point_id]), w.after)
-            ]
-            if retry:
-                try:
-                    qd.apply(group_writes(retry, self.keys.person))
-                except StoreError as again:
-                    error = str(again)
+        pending = writes
+        for _attempt in range(2):
+            if self.hooks.clock() >= deadline:
+                # Past the deadline the locks may not outlive a write: leave the
+                # rest for the next run rather than risk overwriting a newer value.
+                error = error or "batch deadline passed before the write"
+                break
+            try:
+                qd.apply(group_writes(pending, self.keys.person))
+                break
+            except StoreError as exc:
+                # The outcome is unknown (a timeout may have applied it): the rows
+                # are still locked, so re-reading tells what landed; the points
+                # that still exist and were not written get one more try.
+                error = str(exc)
+                current = qd.retrieve([w.point_id for w in pending])
+                pending = [
+                    w
+                    for w in pending
+                    if w.point_id in current
+                    and not same(self.keys.actual(current[w.point_id]), w.after)
+                ]
+                if not pending:
+                    break
         current = qd.retrieve([w.point_id for w in writes])
         applied = failed = 0
         for w in writes:
@@ -428,12 +484,15 @@ class Repairer:
                 applied += 1
             else:
                 failed += 1
-            if classify(w.row, payload, self.keys) is Kind.IN_SYNC:
+            kind = classify(w.row, payload, self.keys)
+            if kind is Kind.IN_SYNC:
                 t.verified += 1
             else:
-                t.remaining[w.kind] += 1
+                t.remaining[kind] += 1
         t.applied += applied
         t.failed += failed
+        if failed:
+            self.last_error = error or "the payloads did not change"
         self.journal.outcome(number, applied=applied, failed=failed, error=error)
 
 

@@ -145,6 +145,8 @@ def _undo_batch(
                 rows.append(status)
             elif status == "locked":
                 report.skipped_locked += 1
+            elif status == "duplicate":
+                report.conflicts += 1  # several rows name it now: left alone
             else:
                 report.vanished += 1
         current = s.qdrant.retrieve([row.point_id for row in rows if row.point_id is not None])
