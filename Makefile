@@ -32,6 +32,7 @@ check: test
 
 bench: install
 	$(BIN)/python bench/audit.py
+	$(BIN)/python bench/repair.py
 
 clean:
 	rm -rf $(VENV) reconcile-demo .mypy_cache .ruff_cache .pytest_cache .hypothesis
