@@ -7,6 +7,8 @@ from reconcile.errors import ConfigError, GuardError, ReconcileError, StoreError
 from reconcile.repair import RepairOptions, RepairReport, repair
 from reconcile.report import AuditReport
 from reconcile.settings import Settings
+from reconcile.sync import sync_faces, sync_faces_async
+from reconcile.targets import Targets
 from reconcile.undo import UndoReport, undo
 
 __version__ = version("reconcile")
@@ -22,10 +24,13 @@ __all__ = [
     "Settings",
     "StoreError",
     "Stores",
+    "Targets",
     "UndoReport",
     "__version__",
     "audit",
     "check",
     "repair",
+    "sync_faces",
+    "sync_faces_async",
     "undo",
 ]

@@ -6,14 +6,16 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
-from reconcile.diff import Drift, Keys, Point, ScanStats, diff
+from reconcile.diff import Drift, Keys, Point, Row, ScanStats, diff
 from reconcile.errors import ConfigError
 from reconcile.postgres import Postgres, TableInfo
 from reconcile.qdrant import Qdrant
 from reconcile.report import AuditReport, PrivateFile, Tally
 from reconcile.settings import Settings
+from reconcile.targets import Chunk, Lookup, Targets
 
 Progress = Callable[[int], None]
 
@@ -38,6 +40,7 @@ class Stores:
         postgres: Postgres | None = None,
         qdrant: Qdrant | None = None,
     ) -> None:
+        self.settings = settings
         self.postgres = postgres or Postgres(settings)
         try:
             self.qdrant = qdrant or Qdrant(settings)
@@ -110,9 +113,11 @@ def audit(
     progress: Progress | None = None,
     stores: Stores | None = None,
     sink: Callable[[Drift], None] | None = None,
+    targets: Targets | None = None,
 ) -> AuditReport:
     """Stream every row and every point once, merge-join them, and count the drift.
 
+    With `targets`, look only those faces up in both stores instead of scanning.
     `sink` sees every drift record as it streams (repair spills them to disk).
     """
     if top < 0:
@@ -121,18 +126,34 @@ def audit(
     keys = Keys(settings.person_key, settings.flag_key)
     stats = ScanStats()
     tally = Tally()
+    unknown: list[str] = []
     with using(settings, stores) as s:
         table = s.postgres.inspect()
         s.qdrant.require_collection()
-        points = _counting(s.qdrant.points(), progress)
+        started_at = s.postgres.now()
+        scope = "full"
+        streams: Iterator[tuple[Iterator[Row], Iterator[Point]]]
+        if targets is None:
+            streams = iter([(s.postgres.rows(), _counting(s.qdrant.points(), progress))])
+        else:
+            since = (
+                started_at - targets.since
+                if isinstance(targets.since, timedelta)
+                else targets.since
+            )
+            scope = targets.describe(since)
+            lookup = Lookup(s.postgres, s.qdrant, table, settings.page_size)
+            chunks = lookup.by_ids(targets) if since is None else lookup.since(since)
+            streams = _chunk_streams(chunks, unknown)
         with ExitStack() as stack:
             out = None if details is None else stack.enter_context(PrivateFile(details))
-            for drift in diff(s.postgres.rows(), points, keys, stats):
-                tally.add(drift)
-                if out is not None:
-                    out.write_record(drift.record())
-                if sink is not None:
-                    sink(drift)
+            for rows, points in streams:
+                for drift in diff(rows, points, keys, stats):
+                    tally.add(drift)
+                    if out is not None:
+                        out.write_record(drift.record())
+                    if sink is not None:
+                        sink(drift)
     return AuditReport(
         table=table.name,
         collection=settings.collection,
@@ -143,7 +164,18 @@ def audit(
         top_persons=tally.top(top),
         duration_seconds=time.monotonic() - started,
         details=None if details is None else str(details),
+        scope=scope,
+        unknown_ids=unknown,
+        started_at=started_at,
     )
+
+
+def _chunk_streams(
+    chunks: Iterator[Chunk], unknown: list[str]
+) -> Iterator[tuple[Iterator[Row], Iterator[Point]]]:
+    for chunk in chunks:
+        unknown.extend(chunk.unknown)
+        yield iter(chunk.rows), iter(chunk.points)
 
 
 def _counting(points: Iterator[Point], progress: Progress | None) -> Iterator[Point]:

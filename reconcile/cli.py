@@ -7,6 +7,8 @@ import sys
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, get_type_hints
@@ -16,11 +18,14 @@ import typer
 from reconcile import ui
 from reconcile.audit import audit as run_audit
 from reconcile.audit import check as run_check
+from reconcile.counts import compare_counts
 from reconcile.errors import ConfigError, ExitCode, ReconcileError
+from reconcile.incremental import load_since, save
 from reconcile.repair import Plan, RepairOptions
 from reconcile.repair import repair as run_repair
 from reconcile.report import AuditReport, PrivateFile
 from reconcile.settings import Settings
+from reconcile.targets import Targets, parse_since
 from reconcile.undo import undo as run_undo
 
 app = typer.Typer(
@@ -64,6 +69,9 @@ def _store_options(
     ),
     person_column: Annotated[str, typer.Option(help="Column naming the person.")] = "person_id",
     id_column: Annotated[str, typer.Option(help="Column with the face id.")] = "id",
+    updated_column: Annotated[
+        str, typer.Option(help="Timestamp column for --since and --incremental.")
+    ] = "updated_at",
     person_key: Annotated[str, typer.Option(help="Payload key holding the person.")] = (
         "person_id"
     ),
@@ -88,6 +96,7 @@ def _store_options(
         point_column=point_column,
         person_column=person_column,
         id_column=id_column,
+        updated_column=updated_column,
         person_key=person_key,
         flag_key=flag_key,
         page_size=page_size,
@@ -126,32 +135,102 @@ def _exit_codes(debug: bool) -> Iterator[None]:
         )
 
 
-def with_settings(command: Callable[..., None]) -> Callable[..., None]:
-    """Give a command the shared store options and a built `settings` argument.
+def _option_group(
+    group: Callable[..., Any], name: str, *, exit_codes: bool = False
+) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Give a command a group of shared options, built into one argument `name`.
 
     Typer reads a command's options from its signature, so the wrapper's signature
-    is the command's own parameters plus those of `_store_options`: every command
-    takes the same connection flags without repeating a dozen declarations.
+    is the command's own parameters plus the group function's: every command takes
+    the same flags without repeating their declarations. With `exit_codes`, errors
+    raised while building the group or running the command become exit codes.
     """
-    shared = inspect.signature(_store_options, eval_str=True).parameters
-    own = [
-        p
-        for p in inspect.signature(command, eval_str=True).parameters.values()
-        if p.name != "settings"
-    ]
+    shared = inspect.signature(group, eval_str=True).parameters
 
-    @functools.wraps(command)
-    def wrapper(**kwargs: Any) -> None:
-        store = {name: kwargs.pop(name) for name in shared}
-        with _exit_codes(store["debug"]):
-            command(settings=_store_options(**store), **kwargs)
+    def decorate(command: Callable[..., None]) -> Callable[..., None]:
+        own = [
+            p
+            for p in inspect.signature(command, eval_str=True).parameters.values()
+            if p.name != name
+        ]
 
-    hints = {**get_type_hints(command, include_extras=True)}
-    hints.update(get_type_hints(_store_options, include_extras=True))
-    hints.pop("settings", None)
-    wrapper.__annotations__ = hints
-    wrapper.__signature__ = inspect.Signature([*own, *shared.values()])  # type: ignore[attr-defined]
-    return wrapper
+        @functools.wraps(command)
+        def wrapper(**kwargs: Any) -> None:
+            values = {key: kwargs.pop(key) for key in shared}
+            if not exit_codes:
+                command(**{name: group(**values)}, **kwargs)
+                return
+            with _exit_codes(values["debug"]):
+                command(**{name: group(**values)}, **kwargs)
+
+        hints = {**get_type_hints(command, include_extras=True)}
+        hints.update(get_type_hints(group, include_extras=True))
+        hints.pop(name, None)
+        wrapper.__annotations__ = hints
+        wrapper.__signature__ = inspect.Signature([*own, *shared.values()])  # type: ignore[attr-defined]
+        return wrapper
+
+    return decorate
+
+
+with_settings = _option_group(_store_options, "settings", exit_codes=True)
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Which faces a command looks at: everything, given ids, or what changed lately."""
+
+    face_ids: tuple[str, ...]
+    point_ids: tuple[str, ...]
+    ids_from: str | None
+    since: str | None
+    incremental: Path | None
+
+    def targets(self, settings: Settings) -> Targets | None:
+        """None for a full scan; an incremental run without state yet is one too."""
+        if self.incremental is not None:
+            if self.since or self.face_ids or self.point_ids or self.ids_from:
+                raise ConfigError("--incremental chooses its own window: drop --since and ids")
+            since = load_since(self.incremental, settings.table, settings.collection)
+            return None if since is None else Targets(since=since)
+        if not (self.face_ids or self.point_ids or self.ids_from or self.since):
+            return None
+        return Targets(
+            face_ids=self.face_ids,
+            point_ids=self.point_ids,
+            ids_from=self.ids_from,
+            since=parse_since(self.since) if self.since else None,
+        )
+
+    def succeeded(self, settings: Settings, started: datetime | None) -> None:
+        """Advance the incremental state; called only after a run that completed."""
+        if self.incremental is not None and started is not None:
+            save(self.incremental, started, settings.table, settings.collection)
+
+
+def _scope_options(
+    face_id: Annotated[
+        list[str] | None, typer.Option(help="Only this face (repeatable); no scan.")
+    ] = None,
+    point_id: Annotated[
+        list[str] | None, typer.Option(help="Only this point (repeatable); no scan.")
+    ] = None,
+    ids_from: Annotated[
+        str | None, typer.Option(help="Only the face ids in this file, one per line; - is stdin.")
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(help="Only rows updated since: a duration (15m, 2h, 7d) or a timestamp."),
+    ] = None,
+    incremental: Annotated[
+        Path | None,
+        typer.Option(help="State file: continue from where the last successful run started."),
+    ] = None,
+) -> Scope:
+    return Scope(tuple(face_id or ()), tuple(point_id or ()), ids_from, since, incremental)
+
+
+with_scope = _option_group(_scope_options, "scope")
 
 
 def _emit(text: str, output: Path | None) -> None:
@@ -200,8 +279,10 @@ def check(
 
 @app.command()
 @with_settings
+@with_scope
 def audit(
     settings: Settings,
+    scope: Scope,
     format: FormatOption = Format.table,
     output: OutputOption = None,
     details: Annotated[
@@ -209,12 +290,28 @@ def audit(
         typer.Option(help="Write one JSON line per drifted point to this file (mode 0600)."),
     ] = None,
     top: Annotated[int, typer.Option(help="How many persons to list with the most drift.")] = 10,
+    counts: Annotated[
+        bool, typer.Option("--counts", help="Only compare face counts per person (no scan).")
+    ] = False,
     quiet: QuietOption = False,
 ) -> None:
     """Stream both stores, merge-join them by point id, and report drift (exit 1 on drift)."""
+    if counts:
+        if scope.targets(settings) is not None:
+            raise ConfigError(
+                "--counts compares whole stores: drop the ids, --since, --incremental"
+            )
+        counted = compare_counts(settings)
+        if format is Format.json:
+            _emit(ui.to_json(counted.to_json()), output)
+        else:
+            _render(lambda console: ui.render_counts(counted, console), output)
+        raise typer.Exit(counted.exit_code)
+    targets = scope.targets(settings)
     with ui.progress("auditing", enabled=not quiet) as progress:
-        report = run_audit(settings, top=top, details=details, progress=progress)
+        report = run_audit(settings, top=top, details=details, progress=progress, targets=targets)
     _show_audit(report, format, output)
+    scope.succeeded(settings, report.started_at)
     raise typer.Exit(ExitCode.DRIFT if report.drifted else ExitCode.OK)
 
 
@@ -251,8 +348,10 @@ def _decide(dry_run: bool, yes: bool, what: str) -> bool:
 
 @app.command()
 @with_settings
+@with_scope
 def repair(
     settings: Settings,
+    scope: Scope,
     dry_run: DryRunOption = False,
     yes: YesOption = False,
     batch_size: BatchOption = 1000,
@@ -287,12 +386,21 @@ def repair(
         ui.render_plan(plan, ui.stderr())
         return typer.confirm("Apply this plan?", err=True)
 
+    targets = scope.targets(settings)
     with ui.progress("repairing", enabled=not quiet) as progress:
-        report = run_repair(settings, options, progress=progress, confirm=confirm if ask else None)
+        report = run_repair(
+            settings,
+            options,
+            progress=progress,
+            confirm=confirm if ask else None,
+            targets=targets,
+        )
     if format is Format.json:
         _emit(ui.to_json(report.to_json()), output)
     else:
         _render(lambda console: ui.render_repair(report, console), output)
+    if report.tallies.failed == 0:
+        scope.succeeded(settings, report.plan.audit.started_at)
     raise typer.Exit(report.exit_code)
 
 

@@ -66,6 +66,21 @@ class JournalWriter:
         os.close(self._fd)
 
 
+class NullJournal:
+    """Journals nothing: for the sync helper, which runs per request inside a service."""
+
+    path = "(no journal)"
+
+    def changes(self, batch: int, changes: list[dict[str, Any]]) -> None:
+        pass
+
+    def outcome(self, batch: int, **fields: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 @dataclass
 class JournalReader:
     """Streams a journal's change records; `torn` tells whether a torn last line was skipped."""

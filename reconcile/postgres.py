@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
+from enum import Enum
 from typing import Any
 
 import sqlalchemy as sa
@@ -16,6 +18,26 @@ from reconcile.errors import ConfigError, StoreError
 from reconcile.settings import Settings, mask_url, sqlalchemy_url, table_parts
 
 POINT_TYPES = {"uuid", "smallint", "integer", "bigint"}
+TIME_TYPES = {"timestamp with time zone", "timestamp without time zone"}
+
+
+class LockMode(Enum):
+    """How `select_rows` locks: not at all, skipping held rows, or waiting for them."""
+
+    NONE = "none"
+    SKIP_LOCKED = "skip_locked"
+    WAIT = "wait"
+
+
+def _sql_type(pg_type: str) -> sa.types.TypeEngine[Any]:
+    """A bind type for ids given as strings: uuid and integers need their own type."""
+    if pg_type == "uuid":
+        return sa.Uuid(as_uuid=False)
+    if pg_type in {"smallint", "integer", "bigint"}:
+        return sa.BigInteger()
+    return sa.String()
+
+
 PERSON_TYPES = POINT_TYPES | {"text", "character varying"}
 
 
@@ -28,6 +50,7 @@ class TableInfo:
     person_type: str
     id_type: str
     point_indexed: bool
+    updated_type: str | None = None  # the --updated-column's type, None when absent
 
 
 class Postgres:
@@ -41,22 +64,25 @@ class Postgres:
             connect_args={"connect_timeout": 10, "application_name": "reconcile"},
             pool_pre_ping=False,
         )
-        self._bind(sa.types.NullType())
+        self.info: TableInfo | None = None
+        self._bind(sa.types.NullType(), sa.types.NullType())
 
-    def _bind(self, point_type: sa.types.TypeEngine[Any]) -> None:
-        """Build the table expression; the point column's type lets ids bind as uuid or bigint."""
+    def _bind(self, point: sa.types.TypeEngine[Any], face: sa.types.TypeEngine[Any]) -> None:
+        """Build the table expression; typed columns let ids given as strings bind."""
         s = self.settings
         schema, name = table_parts(s.table)
         self.table = sa.table(
             name,
-            sa.column(s.point_column, point_type),
+            sa.column(s.point_column, point),
             sa.column(s.person_column),
-            sa.column(s.id_column),
+            sa.column(s.id_column, face),
+            sa.column(s.updated_column, sa.DateTime(timezone=True)),
             schema=schema,
         )
         self._point = self.table.c[s.point_column]
         self._person = self.table.c[s.person_column]
         self._id = self.table.c[s.id_column]
+        self._updated = self.table.c[s.updated_column]
 
     def close(self) -> None:
         self.engine.dispose()
@@ -78,7 +104,12 @@ class Postgres:
             raise StoreError(f"PostgreSQL failed while {doing}: {exc}") from None
 
     def inspect(self) -> TableInfo:
-        """Check the table, its columns and their types, and the point-id index."""
+        """Check the table, its columns and their types, and the point-id index (cached)."""
+        if self.info is None:
+            self.info = self._inspect()
+        return self.info
+
+    def _inspect(self) -> TableInfo:
         s = self.settings
         schema, name = table_parts(s.table)
         qualified = f"{schema}.{name}" if schema else name
@@ -139,14 +170,15 @@ class Postgres:
                     {"oid": oid, "attnum": columns[s.point_column][1]},
                 ).scalar()
             )
-        point_type = columns[s.point_column][0]
-        self._bind(sa.Uuid(as_uuid=False) if point_type == "uuid" else sa.BigInteger())
+        self._bind(_sql_type(columns[s.point_column][0]), _sql_type(columns[s.id_column][0]))
+        updated = columns.get(s.updated_column, ("", 0))[0]
         return TableInfo(
             name=qualified,
             point_type=columns[s.point_column][0],
             person_type=columns[s.person_column][0],
             id_type=columns[s.id_column][0],
             point_indexed=indexed,
+            updated_type=updated or None,
         )
 
     def count(self) -> int:
@@ -184,23 +216,66 @@ class Postgres:
             )
             yield conn
 
-    def lock(
-        self, conn: sa.Connection, point_ids: list[int | str], *, skip_locked: bool = True
+    def select_rows(
+        self, conn: sa.Connection, point_ids: list[int | str], lock: LockMode
     ) -> list[Row]:
-        """The rows naming these points that no other transaction holds, locked FOR SHARE.
+        """The rows naming these points, locked FOR SHARE unless `lock` says otherwise.
 
         FOR SHARE blocks an application UPDATE of the same rows until we commit, so
-        the application writes Qdrant after us; SKIP LOCKED passes over rows an
-        application transaction holds (it will write Qdrant itself).
+        the application writes Qdrant after us. SKIP LOCKED passes over rows an
+        application transaction holds (it will write Qdrant itself); WAIT waits for
+        them, up to the transaction's lock_timeout.
         """
         stmt = sa.select(self._point, self._id, self._person).where(self._point.in_(point_ids))
-        if skip_locked:
-            stmt = stmt.with_for_update(read=True, skip_locked=True)
+        if lock is not LockMode.NONE:
+            stmt = stmt.with_for_update(read=True, skip_locked=lock is LockMode.SKIP_LOCKED)
         with self._errors("locking rows"):
             return [
                 Row(_point_value(point), str(face), _point_value(person))
                 for point, face, person in conn.execute(stmt)
             ]
+
+    def points_of_faces(self, face_ids: list[str]) -> dict[str, int | str | None]:
+        """The point each of these faces names; unknown faces are left out."""
+        stmt = sa.select(self._id, self._point).where(self._id.in_(face_ids))
+        with self._errors("looking up faces"), self.engine.connect() as conn:
+            return {str(face): _point_value(point) for face, point in conn.execute(stmt)}
+
+    def rows_of_points(self, point_ids: list[int | str]) -> list[Row]:
+        """Every row naming these points, ascending by point id, without locks."""
+        with self._errors("looking up rows"), self.engine.connect() as conn:
+            rows = self.select_rows(conn, point_ids, LockMode.NONE)
+        return sorted(rows, key=lambda r: point_order(r.point_id))
+
+    def points_changed_since(self, since: datetime) -> Iterator[int | str]:
+        """Point ids of rows updated at or after `since`, streamed."""
+        stmt = (
+            sa.select(self._point)
+            .where(self._updated >= since, self._point.is_not(None))
+            .execution_options(yield_per=self.settings.page_size)
+        )
+        with self._errors("reading changed rows"), self.engine.connect() as conn:
+            for (point,) in conn.execute(stmt):
+                value = _point_value(point)
+                assert value is not None
+                yield value
+
+    def now(self) -> datetime:
+        """The database's clock: run windows must not depend on this machine's clock."""
+        with self._errors("reading the clock"), self.engine.connect() as conn:
+            value = conn.execute(sa.select(sa.func.now())).scalar_one()
+        assert isinstance(value, datetime)
+        return value
+
+    def person_counts(self) -> dict[str, int]:
+        """Faces per person (one GROUP BY; NULL persons left out)."""
+        stmt = (
+            sa.select(self._person, sa.func.count())
+            .where(self._person.is_not(None))
+            .group_by(self._person)
+        )
+        with self._errors("counting faces per person"), self.engine.connect() as conn:
+            return {str(_point_value(person)): int(n) for person, n in conn.execute(stmt)}
 
     def rows_per_point(
         self, conn: sa.Connection, point_ids: list[int | str]
@@ -218,6 +293,13 @@ class Postgres:
                 assert value is not None
                 found[value] = int(n)
             return found
+
+
+def point_order(point_id: int | str | None) -> tuple[bool, int, str]:
+    """The merge's order: integer ids before UUIDs (see diff)."""
+    if isinstance(point_id, str):
+        return (True, 0, point_id)
+    return (False, point_id or 0, "")
 
 
 def _point_value(value: Any) -> int | str | None:

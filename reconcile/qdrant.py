@@ -135,6 +135,18 @@ class Qdrant:
                 return
             offset = next_offset
 
+    def facet_counts(self, key: str, at_least: int) -> dict[str, int]:
+        """Points per value of `key`, exact, all values (values keyed by their string form)."""
+        limit = max(at_least * 2, 1000)
+        while True:
+            with self._errors(f"counting points per {key!r}"):
+                hits = self.client.facet(self.collection, key, limit=limit, exact=True).hits
+            # The facet API returns the `limit` largest values: ask again until the
+            # answer is shorter than the limit, so no value is cut off.
+            if len(hits) < limit:
+                return {str(hit.value): hit.count for hit in hits}
+            limit *= 4
+
     def retrieve(self, point_ids: Sequence[int | str]) -> dict[int | str, dict[str, Any]]:
         """The configured keys of the points that exist; absent points are left out."""
         with self._errors("retrieving points"):

@@ -20,10 +20,12 @@ import sqlalchemy as sa
 from reconcile.audit import Progress, Stores, audit, using
 from reconcile.diff import REPAIRABLE, Drift, Keys, Kind, PointId, Row, classify
 from reconcile.errors import ConfigError, GuardError, StoreError
-from reconcile.journal import JournalWriter, default_path
+from reconcile.journal import JournalWriter, NullJournal, default_path
+from reconcile.postgres import LockMode
 from reconcile.qdrant import QDRANT_TIMEOUT, DeleteKeys, PayloadOp, SetKeys
 from reconcile.report import AuditReport
 from reconcile.settings import Settings
+from reconcile.targets import Targets
 
 NO_PERSON = "(no person)"
 MAX_FAILED_BATCHES = 3
@@ -40,6 +42,7 @@ class RepairOptions:
     lock_timeout: float = 5.0
     batch_deadline: float = 60.0
     top: int = 10
+    write_journal: bool = True  # the sync helper, called per request, keeps none
 
     def __post_init__(self) -> None:
         if not 1 <= self.batch_size <= 10_000:
@@ -176,7 +179,9 @@ class Hooks:
     """Test seams in the apply loop; the product never sets them."""
 
     before_write: Callable[[list[PointId]], None] | None = None
-    lock_rows: bool = True  # False only to prove, in a test, that the lock is what keeps us safe
+    # NONE only to prove, in a test, that the lock is what keeps us safe; WAIT for
+    # the sync helper, which waits for a held row instead of skipping it.
+    lock: LockMode = LockMode.SKIP_LOCKED
     clock: Callable[[], float] = time.monotonic
 
 
@@ -217,12 +222,26 @@ class _Planner:
             persons=len(self.persons.keys() - {NO_PERSON}),
             requests=math.ceil(changes / options.batch_size),
             by_person=by_person[: options.top],
-            guard=_guard(report, changes, options.max_changes),
+            guard=_guard(report, changes, options.max_changes, report.scope != "full"),
         )
 
 
-def _guard(report: AuditReport, changes: int, max_changes: str) -> str | None:
-    """Why this plan must not run, or None: a plan this large is a misconfiguration, not drift."""
+def _guard(report: AuditReport, changes: int, max_changes: str, targeted: bool) -> str | None:
+    """Why this plan must not run, or None: a plan this large is a misconfiguration, not drift.
+
+    A targeted run saw only the faces it was given, so neither an empty side nor a
+    share of the collection means anything there: only an absolute limit applies.
+    """
+    if targeted:
+        if max_changes.strip().endswith("%"):
+            return None
+        limit = max_changes_limit(max_changes, 0)
+        if changes > limit:
+            return (
+                f"the plan changes {changes:,} points, more than --max-changes {limit:,}; "
+                "raise --max-changes if this is expected"
+            )
+        return None
     rows = report.rows - report.rows_without_point
     if (rows == 0) != (report.points == 0):
         return (
@@ -306,7 +325,7 @@ def lock_points(
     several rows name now.
     """
     locked: dict[PointId, list[Row]] = {}
-    for row in stores.postgres.lock(conn, point_ids, skip_locked=hooks.lock_rows):
+    for row in stores.postgres.select_rows(conn, point_ids, hooks.lock):
         assert row.point_id is not None
         locked.setdefault(row.point_id, []).append(row)
     named = stores.postgres.rows_per_point(conn, point_ids)
@@ -331,7 +350,7 @@ class Repairer:
         settings: Settings,
         stores: Stores,
         options: RepairOptions,
-        journal: JournalWriter,
+        journal: JournalWriter | NullJournal,
         hooks: Hooks,
     ) -> None:
         self.keys = Keys(settings.person_key, settings.flag_key)
@@ -504,6 +523,7 @@ def repair(
     progress: Progress | None = None,
     confirm: Callable[[Plan], bool] | None = None,
     hooks: Hooks | None = None,
+    targets: Targets | None = None,
 ) -> RepairReport:
     """Audit, plan, and (unless a dry run) apply the plan; see DESIGN.md for the protocol."""
     options = options or RepairOptions()
@@ -513,7 +533,14 @@ def repair(
         # The spill holds which person is in which photo; TemporaryFile is mode
         # 0600 and has no name, so nothing is left behind even on kill -9.
         planner = _Planner(spill, keys)
-        report = audit(settings, top=options.top, stores=s, progress=progress, sink=planner)
+        report = audit(
+            settings,
+            top=options.top,
+            stores=s,
+            progress=progress,
+            sink=planner,
+            targets=targets,
+        )
         plan = planner.plan(report, options)
         tallies = Tallies()
         for kind, n in report.counts.items():
@@ -527,22 +554,25 @@ def repair(
             return RepairReport(plan, options.dry_run, tallies, None, time.monotonic() - started)
         if confirm is not None and not confirm(plan):
             raise ConfigError("repair not confirmed: nothing was written")
-        path = options.journal or default_path()
-        journal = JournalWriter(
-            path,
-            {
-                "tool": "reconcile",
-                "tool_version": version("reconcile"),
-                "table": report.table,
-                "collection": settings.collection,
-                "keys": {"person": settings.person_key, "flag": settings.flag_key},
-                "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            },
-        )
+        path = (options.journal or default_path()) if options.write_journal else None
+        journal: JournalWriter | NullJournal = NullJournal()
+        if path is not None:
+            journal = JournalWriter(
+                path,
+                {
+                    "tool": "reconcile",
+                    "tool_version": version("reconcile"),
+                    "table": report.table,
+                    "collection": settings.collection,
+                    "keys": {"person": settings.person_key, "flag": settings.flag_key},
+                    "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                },
+            )
         try:
             repairer = Repairer(settings, s, options, journal, hooks or Hooks())
             repairer.tallies.remaining.update(tallies.remaining)
             repairer.run(spill, progress)
         finally:
             journal.close()
-        return RepairReport(plan, False, repairer.tallies, str(path), time.monotonic() - started)
+        journal_name = None if path is None else str(path)
+        return RepairReport(plan, False, repairer.tallies, journal_name, time.monotonic() - started)

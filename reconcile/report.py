@@ -7,6 +7,7 @@ import os
 import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
@@ -30,6 +31,9 @@ class AuditReport:
     top_persons: list[tuple[str, int]]
     duration_seconds: float
     details: str | None = None
+    scope: str = "full"  # "full", "targeted" or "since <timestamp>"
+    unknown_ids: list[str] = field(default_factory=list)  # targeted ids found in neither store
+    started_at: datetime | None = None  # the database's clock when the run began
 
     @property
     def drifted(self) -> int:
@@ -55,6 +59,9 @@ class AuditReport:
             "top_persons": [{"person_id": p, "drifted": n} for p, n in self.top_persons],
             "duration_seconds": round(self.duration_seconds, 3),
             "details": self.details,
+            "scope": self.scope,
+            "unknown_ids": self.unknown_ids,
+            "started_at": None if self.started_at is None else self.started_at.isoformat(),
         }
 
 

@@ -35,6 +35,7 @@ class Settings:
     point_column: str = "qdrant_point_id"
     person_column: str = "person_id"
     id_column: str = "id"
+    updated_column: str = "updated_at"
     person_key: str = "person_id"
     flag_key: str | None = None
     page_size: int = 1000
@@ -55,6 +56,7 @@ class Settings:
             ("--point-column", self.point_column),
             ("--person-column", self.person_column),
             ("--id-column", self.id_column),
+            ("--updated-column", self.updated_column),
         ):
             check_identifier(flag, name)
         for flag, key in (

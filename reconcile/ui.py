@@ -13,6 +13,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from reconcile.audit import CheckReport
+from reconcile.counts import CAVEAT, CountsReport
 from reconcile.diff import REPAIRABLE, Kind
 from reconcile.repair import Plan, RepairReport
 from reconcile.report import AuditReport
@@ -60,6 +61,12 @@ def render_audit(report: AuditReport, console: Console) -> None:
         )
         counts.add_row(kind.value, f"{n:,}", repair, _WHAT[kind], style=style)
     console.print(counts)
+    if report.scope != "full":
+        console.print(f"scope: {report.scope} (faces looked up directly, no scan)")
+    if report.unknown_ids:
+        shown = ", ".join(report.unknown_ids[:10])
+        more = f" and {len(report.unknown_ids) - 10:,} more" if len(report.unknown_ids) > 10 else ""
+        console.print(f"unknown ids (in neither store): {shown}{more}", markup=False)
     console.print(
         f"scanned {report.rows:,} rows ({report.rows_without_point:,} without a point) and "
         f"{report.points:,} points in {report.duration_seconds:.1f}s: "
@@ -183,3 +190,20 @@ def render_undo(report: UndoReport, console: Console) -> None:
         )
     if report.torn_last_line:
         console.print("the journal's last line was torn (the repair was killed): skipped")
+
+
+def render_counts(report: CountsReport, console: Console) -> None:
+    console.print(
+        f"faces with a person: {report.postgres_faces:,} in {report.table}, "
+        f"{report.qdrant_points:,} points with one in {report.collection}; "
+        f"{report.persons:,} persons, {len(report.differing):,} with different counts"
+    )
+    if report.differing:
+        table = Table(title="Persons whose counts differ", title_justify="left")
+        table.add_column("person_id")
+        table.add_column("PostgreSQL", justify="right")
+        table.add_column("Qdrant", justify="right")
+        for person, pg, qd in report.differing:
+            table.add_row(person, f"{pg:,}", f"{qd:,}")
+        console.print(table)
+    console.print(f"note: {CAVEAT}", style="dim")

@@ -15,6 +15,7 @@ from qdrant_client import QdrantClient
 
 from reconcile.diff import Kind
 from reconcile.errors import ConfigError, GuardError
+from reconcile.postgres import LockMode
 from reconcile.repair import Hooks, Plan, RepairOptions, RepairReport, repair
 from reconcile.undo import undo
 from tests.world import World
@@ -332,7 +333,13 @@ def test_application_update_during_repair(world: World, service: str, locking: b
             writer.join()  # nothing stops it: it runs to the end before our write
 
     try:
-        run(world, hooks=Hooks(before_write=between_recheck_and_write, lock_rows=locking))
+        run(
+            world,
+            hooks=Hooks(
+                before_write=between_recheck_and_write,
+                lock=LockMode.SKIP_LOCKED if locking else LockMode.NONE,
+            ),
+        )
         writer.join(timeout=60)
         assert not writer.is_alive()
     finally:
