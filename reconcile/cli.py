@@ -79,6 +79,10 @@ def _store_options(
         str | None,
         typer.Option(help="Boolean payload key that must equal 'has a person', e.g. is_assigned."),
     ] = None,
+    retries: Annotated[
+        int, typer.Option(help="Retries of a failed Qdrant read (exponential backoff).")
+    ] = 3,
+    timeout: Annotated[float, typer.Option(help="Seconds one Qdrant request may take.")] = 30.0,
     page_size: Annotated[int, typer.Option(help="Rows per fetch and points per scroll page.")] = (
         1000
     ),
@@ -100,6 +104,8 @@ def _store_options(
         person_key=person_key,
         flag_key=flag_key,
         page_size=page_size,
+        retries=retries,
+        timeout=timeout,
     )
 
 

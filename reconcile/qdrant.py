@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+import functools
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from qdrant_client import QdrantClient, models
-from qdrant_client.http.exceptions import ApiException
+from qdrant_client.http.exceptions import ApiException, UnexpectedResponse
 
 from reconcile.diff import Point
 from reconcile.errors import ConfigError, StoreError
@@ -36,15 +37,29 @@ class DeleteKeys:
 PayloadOp = SetKeys | DeleteKeys
 
 
-# Seconds one request may take; repair bounds how long it holds row locks with it.
-QDRANT_TIMEOUT = 30
+# Seconds before the first retry of a failed read; doubled for each further one.
+BACKOFF = 0.5
+T = TypeVar("T")
+
+
+def _transient(exc: Exception) -> bool:
+    """Worth retrying: the server was unreachable, timed out, or said 5xx/429."""
+    if isinstance(exc, UnexpectedResponse) and exc.status_code is not None:
+        return exc.status_code >= 500 or exc.status_code == 429
+    return True
 
 
 class Qdrant:
     """A collection, scrolled in ascending id order with only the configured keys."""
 
-    def __init__(self, settings: Settings, client: QdrantClient | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        client: QdrantClient | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.settings = settings
+        self._sleep = sleep
         self.collection = settings.collection
         self.keys = settings.keys
         self._where = settings.qdrant_url or f"local path {settings.qdrant_path}"
@@ -71,29 +86,38 @@ class Qdrant:
         return QdrantClient(
             url=s.qdrant_url,
             api_key=s.qdrant_api_key,
-            timeout=30,
+            timeout=int(s.timeout),
             check_compatibility=False,
         )
 
     def close(self) -> None:
         self.client.close()
 
-    @contextmanager
-    def _errors(self, doing: str) -> Iterator[None]:
-        try:
-            yield
-        except (ApiException, httpx.HTTPError, OSError) as exc:
-            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise StoreError(
-                f"Qdrant at {self._where} failed while {doing}: {detail}; "
-                "check --qdrant-url (QDRANT_URL), --qdrant-api-key and that the server is running"
-            ) from None
+    def _error(self, doing: str, exc: Exception) -> StoreError:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return StoreError(
+            f"Qdrant at {self._where} failed while {doing}: {detail}; "
+            "check --qdrant-url (QDRANT_URL), --qdrant-api-key and that the server is running"
+        )
+
+    def _read(self, doing: str, call: Callable[[], T]) -> T:
+        """Reads are idempotent: retry transient failures, with exponential backoff."""
+        for attempt in range(self.settings.retries + 1):
+            try:
+                return call()
+            except (ApiException, httpx.HTTPError, OSError) as exc:
+                if attempt == self.settings.retries or not _transient(exc):
+                    raise self._error(doing, exc) from None
+                self._sleep(BACKOFF * 2**attempt)
+        raise AssertionError("unreachable")
 
     def require_collection(self) -> None:
-        with self._errors("listing collections"):
-            if self.client.collection_exists(self.collection):
-                return
-            names = sorted(c.name for c in self.client.get_collections().collections)
+        if self._read(
+            "listing collections", lambda: self.client.collection_exists(self.collection)
+        ):
+            return
+        collections = self._read("listing collections", self.client.get_collections).collections
+        names = sorted(c.name for c in collections)
         raise ConfigError(
             f"collection {self.collection!r} not found at {self._where} "
             f"(collections: {', '.join(names) or 'none'}): "
@@ -101,34 +125,40 @@ class Qdrant:
         )
 
     def count(self) -> int:
-        with self._errors("counting points"):
-            return self.client.count(self.collection, exact=True).count
+        return self._read(
+            "counting points", lambda: self.client.count(self.collection, exact=True).count
+        )
 
     def has_key(self, key: str) -> bool:
         """Whether at least one point holds a non-empty value under `key`."""
         empty = models.IsEmptyCondition(is_empty=models.PayloadField(key=key))
-        with self._errors(f"looking for payload key {key!r}"):
-            found, _ = self.client.scroll(
+        found, _ = self._read(
+            f"looking for payload key {key!r}",
+            lambda: self.client.scroll(
                 self.collection,
                 scroll_filter=models.Filter(must_not=[empty]),
                 limit=1,
                 with_payload=False,
                 with_vectors=False,
-            )
+            ),
+        )
         return bool(found)
 
     def points(self) -> Iterator[Point]:
         """Every point, ascending by id, one scroll page at a time."""
         offset: models.ExtendedPointId | None = None
         while True:
-            with self._errors("scrolling points"):
-                records, next_offset = self.client.scroll(
+            records, next_offset = self._read(
+                "scrolling points",
+                functools.partial(
+                    self.client.scroll,
                     self.collection,
                     limit=self.settings.page_size,
                     offset=offset,
                     with_payload=self.keys,
                     with_vectors=False,
-                )
+                ),
+            )
             for record in records:
                 yield Point(_point_id(record.id), record.payload or {})
             if next_offset is None:
@@ -139,8 +169,10 @@ class Qdrant:
         """Points per value of `key`, exact, all values (values keyed by their string form)."""
         limit = max(at_least * 2, 1000)
         while True:
-            with self._errors(f"counting points per {key!r}"):
-                hits = self.client.facet(self.collection, key, limit=limit, exact=True).hits
+            hits = self._read(
+                f"counting points per {key!r}",
+                functools.partial(self.client.facet, self.collection, key, limit=limit, exact=True),
+            ).hits
             # The facet API returns the `limit` largest values: ask again until the
             # answer is shorter than the limit, so no value is cut off.
             if len(hits) < limit:
@@ -149,10 +181,12 @@ class Qdrant:
 
     def retrieve(self, point_ids: Sequence[int | str]) -> dict[int | str, dict[str, Any]]:
         """The configured keys of the points that exist; absent points are left out."""
-        with self._errors("retrieving points"):
-            records = self.client.retrieve(
+        records = self._read(
+            "retrieving points",
+            lambda: self.client.retrieve(
                 self.collection, list(point_ids), with_payload=self.keys, with_vectors=False
-            )
+            ),
+        )
         return {_point_id(r.id): dict(r.payload or {}) for r in records}
 
     def apply(self, ops: Sequence[PayloadOp]) -> None:
@@ -167,13 +201,16 @@ class Qdrant:
             )
             for op in ops
         ]
-        with self._errors("writing payloads"):
-            try:
-                self.client.batch_update_points(self.collection, operations, wait=True)
-            except KeyError as exc:
-                # Local mode raises KeyError for a point id it does not hold, where
-                # a server answers 404; both mean "a point vanished": retry without it.
-                raise StoreError(f"Qdrant has no point {exc}") from None
+        # Not retried here: a write's outcome may be unknown after a failure, and
+        # the repair loop re-reads under its row locks before it tries again.
+        try:
+            self.client.batch_update_points(self.collection, operations, wait=True)
+        except KeyError as exc:
+            # Local mode raises KeyError for a point id it does not hold, where a
+            # server answers 404; both mean "a point vanished": retry without it.
+            raise StoreError(f"Qdrant has no point {exc}") from None
+        except (ApiException, httpx.HTTPError, OSError) as exc:
+            raise self._error("writing payloads", exc) from None
 
 
 def _point_id(value: object) -> int | str:

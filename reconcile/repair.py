@@ -22,7 +22,7 @@ from reconcile.diff import REPAIRABLE, Drift, Keys, Kind, PointId, Row, classify
 from reconcile.errors import ConfigError, GuardError, StoreError
 from reconcile.journal import JournalWriter, NullJournal, default_path
 from reconcile.postgres import LockMode
-from reconcile.qdrant import QDRANT_TIMEOUT, DeleteKeys, PayloadOp, SetKeys
+from reconcile.qdrant import DeleteKeys, PayloadOp, SetKeys
 from reconcile.report import AuditReport
 from reconcile.settings import Settings
 from reconcile.targets import Targets
@@ -354,6 +354,7 @@ class Repairer:
         hooks: Hooks,
     ) -> None:
         self.keys = Keys(settings.person_key, settings.flag_key)
+        self.timeout = settings.timeout
         self.stores = stores
         self.options = options
         self.journal = journal
@@ -390,7 +391,7 @@ class Repairer:
         deadline = self.hooks.clock() + self.options.batch_deadline
         # The server ends the session, and so frees our row locks, if we hold them
         # idle longer than the deadline plus the last write and its re-read.
-        hold_limit = self.options.batch_deadline + 2 * QDRANT_TIMEOUT + 5
+        hold_limit = self.options.batch_deadline + 2 * self.timeout + 5
         try:
             with self.stores.postgres.transaction(self.options.lock_timeout, hold_limit) as conn:
                 writes = self._recheck(conn, planned, t)

@@ -39,6 +39,8 @@ class Settings:
     person_key: str = "person_id"
     flag_key: str | None = None
     page_size: int = 1000
+    retries: int = 3  # Qdrant reads retried on a transient failure
+    timeout: float = 30.0  # seconds one Qdrant request may take
 
     def __post_init__(self) -> None:
         sqlalchemy_url(self.database_url)  # raises on a scheme typo
@@ -69,6 +71,10 @@ class Settings:
                 )
         if self.flag_key is not None and self.flag_key == self.person_key:
             raise ConfigError("--flag-key must differ from --person-key")
+        if not 0 <= self.retries <= 10:
+            raise ConfigError(f"--retries {self.retries} is out of range: use 0 to 10")
+        if not 1 <= self.timeout <= 600:
+            raise ConfigError(f"--timeout {self.timeout} is out of range: use 1 to 600 seconds")
         if not 1 <= self.page_size <= 100_000:
             raise ConfigError(f"page size {self.page_size} is out of range: use 1 to 100000")
 

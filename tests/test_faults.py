@@ -1,0 +1,147 @@
+"""Faults: Qdrant failing mid-scroll, answering 5xx, and a PostgreSQL connection lost."""
+
+from __future__ import annotations
+
+import http.server
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from qdrant_client import QdrantClient
+from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+
+from reconcile.audit import Stores, audit
+from reconcile.errors import StoreError
+from reconcile.qdrant import Qdrant
+from tests.conftest import run_cli
+from tests.world import World
+
+
+class Flaky:
+    """Fault injection (local mode cannot fail): the named method raises qdrant-client's
+    own exceptions for its first `failures` calls, then behaves."""
+
+    def __init__(self, client: QdrantClient, method: str, failures: int, exc: Exception) -> None:
+        self._client = client
+        self.method = method
+        self.failures = failures
+        self.exc = exc
+        self.calls = 0
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        if name != self.method:
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self.calls += 1
+            if self.calls <= self.failures:
+                raise self.exc
+            return attr(*args, **kwargs)
+
+        return call
+
+
+def flaky_audit(world: World, failures: int, exc: Exception, retries: int = 3) -> Any:
+    assert world.client is not None
+    flaky = Flaky(world.client, "scroll", failures, exc)
+    s = world.settings(page_size=2, retries=retries)
+    slept: list[float] = []
+    qdrant = Qdrant(s, client=flaky, sleep=slept.append)  # type: ignore[arg-type]
+    return audit(s, stores=Stores(s, qdrant=qdrant)), slept
+
+
+def test_scroll_retries_transient_failures_with_backoff(world: World) -> None:
+    p = world.person()
+    for _ in range(5):
+        world.face(p)
+    report, slept = flaky_audit(world, 2, ResponseHandlingException(TimeoutError("timed out")))
+    assert report.counts["in_sync"] == 5
+    assert slept == [0.5, 1.0]
+
+
+def test_scroll_gives_up_after_the_retries(world: World) -> None:
+    world.face(world.person())
+    unavailable = UnexpectedResponse(503, "Service Unavailable", b"overloaded", httpx_headers())
+    with pytest.raises(StoreError, match="failed while scrolling points"):
+        flaky_audit(world, 10, unavailable, retries=2)
+
+
+def test_client_errors_are_not_retried(world: World) -> None:
+    world.face(world.person())
+    forbidden = UnexpectedResponse(403, "Forbidden", b"bad api key", httpx_headers())
+    with pytest.raises(StoreError, match="Forbidden"):
+        flaky_audit(world, 1, forbidden)
+
+
+def httpx_headers() -> Any:
+    import httpx
+
+    return httpx.Headers()
+
+
+class Failing(http.server.BaseHTTPRequestHandler):
+    """A real HTTP server on loopback answering like an overloaded Qdrant."""
+
+    requests = 0
+
+    def do_GET(self) -> None:
+        type(self).requests += 1
+        body = b'{"status": {"error": "overloaded"}}'
+        self.send_response(503)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_POST = do_GET
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def failing_qdrant() -> Iterator[str]:
+    Failing.requests = 0
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Failing)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_qdrant_answering_503_is_exit_3_after_retries(world: World, failing_qdrant: str) -> None:
+    env = {**world.env(), "QDRANT_URL": failing_qdrant}
+    env.pop("QDRANT_PATH")
+    result = run_cli("audit", "--retries", "1", env=env)
+    assert result.returncode == 3
+    assert "503" in result.stderr and "Traceback" not in result.stderr
+    assert Failing.requests == 2  # the first try and one retry
+
+
+def test_postgres_connection_lost_mid_stream_is_exit_3(world: World) -> None:
+    p = world.person()
+    for _ in range(50):
+        world.face(p)
+    s = world.settings(page_size=5)
+    stores = world.stores(s)
+    rows = stores.postgres.rows
+
+    def rows_then_cut() -> Iterator[Any]:
+        # Fault injection: terminate our own backend from another session after
+        # the first page, as a failover or a network cut would.
+        for n, row in enumerate(rows()):
+            if n == 10:
+                with psycopg.connect(world.url, autocommit=True) as killer:
+                    killer.execute(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE application_name = 'reconcile' AND pid <> pg_backend_pid()"
+                    )
+            yield row
+
+    stores.postgres.rows = rows_then_cut  # type: ignore[method-assign]
+    with pytest.raises(StoreError, match="PostgreSQL"):
+        audit(s, stores=stores)
