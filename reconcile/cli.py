@@ -3,6 +3,7 @@
 import functools
 import inspect
 import re
+import signal
 import sys
 import traceback
 from collections.abc import Callable, Iterator
@@ -19,9 +20,9 @@ from reconcile import ui
 from reconcile.audit import audit as run_audit
 from reconcile.audit import check as run_check
 from reconcile.counts import compare_counts
-from reconcile.errors import ConfigError, ExitCode, ReconcileError
+from reconcile.errors import ConfigError, ExitCode, Interrupted, ReconcileError
 from reconcile.incremental import load_since, save
-from reconcile.repair import Plan, RepairOptions
+from reconcile.repair import Plan, RepairOptions, Stop
 from reconcile.repair import repair as run_repair
 from reconcile.report import AuditReport, PrivateFile
 from reconcile.settings import Settings
@@ -340,6 +341,33 @@ DeadlineOption = Annotated[
 ]
 
 
+@contextmanager
+def _graceful(stop: Stop) -> Iterator[None]:
+    """SIGINT/SIGTERM while writing: finish the batch in flight, then stop and report.
+
+    Before the writing starts, or on a second signal, stop at once: a batch cut
+    short rolls its transaction back, and the journal holds only whole lines.
+    """
+
+    def handler(signum: int, frame: object) -> None:
+        if stop.applying and not stop.is_set():
+            stop.request(signum)
+            print(
+                "reconcile: finishing the batch in flight, then stopping "
+                "(signal again to stop at once)",
+                file=sys.stderr,
+            )
+            return
+        raise Interrupted(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
 def _decide(dry_run: bool, yes: bool, what: str) -> bool:
     """Whether to ask; refuses outright when nobody is there to answer (cron)."""
     if dry_run or yes:
@@ -393,13 +421,15 @@ def repair(
         return typer.confirm("Apply this plan?", err=True)
 
     targets = scope.targets(settings)
-    with ui.progress("repairing", enabled=not quiet) as progress:
+    stop = Stop()
+    with _graceful(stop), ui.progress("repairing", enabled=not quiet) as progress:
         report = run_repair(
             settings,
             options,
             progress=progress,
             confirm=confirm if ask else None,
             targets=targets,
+            stop=stop,
         )
     if format is Format.json:
         _emit(ui.to_json(report.to_json()), output)

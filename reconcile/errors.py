@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from enum import IntEnum
 
 
@@ -42,3 +43,12 @@ class GuardError(ReconcileError):
     """A repair refused to run: the plan looks like a misconfiguration, not drift."""
 
     exit_code = ExitCode.GUARD
+
+
+class Interrupted(ReconcileError):
+    """A signal stopped the run where nothing was half-done; exit 128 + the signal."""
+
+    def __init__(self, signum: int) -> None:
+        name = signal.Signals(signum).name
+        super().__init__(f"interrupted by {name}: nothing was half-written")
+        self.exit_code = 128 + signum  # type: ignore[assignment]

@@ -5,8 +5,11 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import re
+import signal
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -143,6 +146,7 @@ class RepairReport:
     tallies: Tallies
     journal: str | None
     duration_seconds: float
+    interrupted: str | None = None  # the signal that stopped the run between batches
 
     @property
     def remaining(self) -> dict[str, int]:
@@ -150,6 +154,8 @@ class RepairReport:
 
     @property
     def exit_code(self) -> int:
+        if self.interrupted is not None:
+            return 128 + signal.Signals[self.interrupted].value  # 130 SIGINT, 143 SIGTERM
         if self.tallies.failed:
             return 3
         return 1 if any(self.remaining.values()) else 0
@@ -168,6 +174,8 @@ class RepairReport:
             "failed": t.failed,
             "verified": t.verified,
             "journal": self.journal,
+            "complete": self.interrupted is None,
+            "interrupted": self.interrupted,
             "remaining": self.remaining,
             "audit": self.plan.audit.to_json(),
             "duration_seconds": round(self.duration_seconds, 3),
@@ -183,6 +191,29 @@ class Hooks:
     # the sync helper, which waits for a held row instead of skipping it.
     lock: LockMode = LockMode.SKIP_LOCKED
     clock: Callable[[], float] = time.monotonic
+    # The crash tests run the CLI in a subprocess and signal it at a fixed point:
+    # "N:before-write[=SIGNAL]" (journaled, not written) or "N:after-write[=SIGNAL]"
+    # (written, not committed) of batch N; SIGKILL unless a signal is named. The
+    # variable is read only here, so a repeatable crash needs no timing luck.
+    kill_at: str | None = field(default_factory=lambda: os.environ.get("RECONCILE_TEST_KILL_AT"))
+
+    def maybe_die(self, batch: int, phase: str) -> None:
+        if self.kill_at is None:
+            return
+        where, _, name = self.kill_at.partition("=")
+        if where == f"{batch}:{phase}":
+            os.kill(os.getpid(), signal.Signals[name or "SIGKILL"])
+
+
+class Stop(threading.Event):
+    """Set by a signal handler: the repair finishes its batch in flight, then stops."""
+
+    signal: str = "SIGTERM"
+    applying: bool = False  # before the apply phase nothing is written: stop at once
+
+    def request(self, signum: int) -> None:
+        self.signal = signal.Signals(signum).name
+        self.set()
 
 
 class _Planner:
@@ -362,10 +393,19 @@ class Repairer:
         self.tallies = Tallies()
         self.last_error = ""
 
-    def run(self, spill: IO[str], progress: Progress | None) -> None:
+    def run(
+        self, spill: IO[str], progress: Progress | None, stop: threading.Event | None = None
+    ) -> bool:
+        """Apply every batch; False when `stop` was set and the rest was left undone."""
         done = failures_in_a_row = 0
         batches = _batches(spill, self.options.batch_size)
         for number, batch in enumerate(batches, start=1):
+            if stop is not None and stop.is_set():
+                # Between batches nothing is locked or half-written: stop here.
+                self.tallies.remaining.update(record["kind"] for record in batch)
+                for rest in batches:
+                    self.tallies.remaining.update(record["kind"] for record in rest)
+                return False
             if self._batch(number, batch):
                 failures_in_a_row = 0
             else:
@@ -383,6 +423,7 @@ class Repairer:
                     f"stopped after {done:,} of the planned points; the journal "
                     f"{self.journal.path} records what was written"
                 )
+        return True
 
     def _batch(self, number: int, batch: list[dict[str, Any]]) -> bool:
         """One batch in one short transaction; False when it failed (already counted)."""
@@ -467,6 +508,7 @@ class Repairer:
                 for w in writes
             ],
         )
+        self.hooks.maybe_die(number, "before-write")
         error: str | None = None
         pending = writes
         for _attempt in range(2):
@@ -509,6 +551,7 @@ class Repairer:
                 t.verified += 1
             else:
                 t.remaining[kind] += 1
+        self.hooks.maybe_die(number, "after-write")
         t.applied += applied
         t.failed += failed
         if failed:
@@ -525,6 +568,7 @@ def repair(
     confirm: Callable[[Plan], bool] | None = None,
     hooks: Hooks | None = None,
     targets: Targets | None = None,
+    stop: Stop | None = None,
 ) -> RepairReport:
     """Audit, plan, and (unless a dry run) apply the plan; see DESIGN.md for the protocol."""
     options = options or RepairOptions()
@@ -572,8 +616,17 @@ def repair(
         try:
             repairer = Repairer(settings, s, options, journal, hooks or Hooks())
             repairer.tallies.remaining.update(tallies.remaining)
-            repairer.run(spill, progress)
+            if stop is not None:
+                stop.applying = True
+            finished = repairer.run(spill, progress, stop)
         finally:
             journal.close()
         journal_name = None if path is None else str(path)
-        return RepairReport(plan, False, repairer.tallies, journal_name, time.monotonic() - started)
+        return RepairReport(
+            plan,
+            False,
+            repairer.tallies,
+            journal_name,
+            time.monotonic() - started,
+            interrupted=None if finished or stop is None else stop.signal,
+        )

@@ -168,6 +168,10 @@ def render_repair(report: RepairReport, console: Console) -> None:
         f"{t.skipped_changed:,}, skipped (locked) {t.skipped_locked:,}, vanished {t.vanished:,}, "
         f"failed {t.failed:,}"
     )
+    if report.interrupted:
+        console.print(
+            f"stopped by {report.interrupted} after the batch in flight: run again to finish"
+        )
     left = {k: n for k, n in report.remaining.items() if n}
     console.print(
         "remaining: " + (", ".join(f"{k} {n:,}" for k, n in left.items()) if left else "none")

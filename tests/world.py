@@ -109,6 +109,12 @@ class World:
         self.release()
         return {"DATABASE_URL": self.url, "QDRANT_PATH": str(self.qdrant_dir)}
 
+    def reopen(self) -> QdrantClient:
+        """Take the directory back after a CLI run."""
+        if self.client is None:
+            self.client = QdrantClient(path=str(self.qdrant_dir))
+        return self.client
+
     def release(self) -> None:
         if self.client is not None:
             self.client.close()
