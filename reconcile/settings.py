@@ -119,23 +119,25 @@ def sqlalchemy_url(database_url: str) -> str:
     return "postgresql+psycopg://" + rest
 
 
+_USERINFO = re.compile(r"^(?P<head>[^:/?#]*://[^:/?#@]*:)(?P<password>.*)@(?P<tail>[^@]*)$", re.S)
+
+
 def mask_url(url: str) -> str:
-    """The URL with any password replaced by ***, safe for every message and log."""
+    """The URL with any password replaced by ***, safe for every message and log.
+
+    The password is everything between the user's colon and the last "@", so a
+    password holding "@", "/" or "?" (unescaped, as people do type them) is masked
+    whole even where a URL parser would give up.
+    """
+    masked = _USERINFO.sub(r"\g<head>***@\g<tail>", url)
     try:
-        parts = urlsplit(url)
+        parts = urlsplit(masked)
     except ValueError:
-        return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, host = netloc.rsplit("@", 1)
-        if ":" in userinfo:
-            userinfo = userinfo.split(":", 1)[0] + ":***"
-        netloc = f"{userinfo}@{host}"
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        query = urlencode(
-            [(k, "***" if k.lower() in _SECRET_QUERY_KEYS else v) for k, v in pairs],
-            safe="/",
-        )
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+        return masked
+    if not parts.query:
+        return masked
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    query = urlencode(
+        [(k, "***" if k.lower() in _SECRET_QUERY_KEYS else v) for k, v in pairs], safe="/*"
+    )
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))

@@ -57,22 +57,33 @@ class UndoReport:
         }
 
 
-def _restore_ops(changes: list[dict[str, Any]], person_key: str) -> list[PayloadOp]:
+def _without_nulls(values: dict[str, Any]) -> dict[str, Any]:
+    # qdrant-client cannot write a JSON null with set_payload (local mode drops the
+    # key, the server is sent nothing), so an explicit null is restored as an
+    # absent key: both mean "no person" to the audit and to Qdrant's filters.
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _restore_ops(changes: list[dict[str, Any]]) -> list[PayloadOp]:
     """Set each point's before-values and delete the keys it did not have before."""
     sets: dict[str, tuple[dict[str, Any], list[PointId]]] = {}
     deletes: dict[tuple[str, ...], list[PointId]] = {}
     for change in changes:
-        before, after = change["before"], change["after"]
+        before = _without_nulls(change["before"])
         if before:
             sets.setdefault(json.dumps(before, sort_keys=True), (before, []))[1].append(
                 change["point_id"]
             )
-        gone = tuple(sorted(set(after) - set(before)))
+        gone = tuple(sorted(set(change["after"]) - set(before)))
         if gone:
             deletes.setdefault(gone, []).append(change["point_id"])
     ops: list[PayloadOp] = [DeleteKeys(list(keys), points) for keys, points in deletes.items()]
     ops += [SetKeys(values, points) for values, points in sets.values()]
     return ops
+
+
+def _restored(actual: dict[str, Any], before: dict[str, Any]) -> bool:
+    return same(_without_nulls(actual), _without_nulls(before))
 
 
 def _batches(changes: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
@@ -159,7 +170,7 @@ def _undo_batch(
                 report.vanished += 1
             elif same(keys.actual(payload), change["after"]):
                 todo.append(change)
-            elif same(keys.actual(payload), change["before"]):
+            elif _restored(keys.actual(payload), change["before"]):
                 report.already_restored += 1
             else:
                 report.conflicts += 1
@@ -171,11 +182,11 @@ def _undo_batch(
         # Whether the write fails or times out, the re-read below, still under the
         # lock, tells which points were restored.
         with contextlib.suppress(StoreError):
-            s.qdrant.apply(_restore_ops(todo, keys.person))
+            s.qdrant.apply(_restore_ops(todo))
         after = s.qdrant.retrieve([change["point_id"] for change in todo])
         for change in todo:
             payload = after.get(change["point_id"])
-            if payload is not None and same(keys.actual(payload), change["before"]):
+            if payload is not None and _restored(keys.actual(payload), change["before"]):
                 report.restored += 1
             else:
                 report.failed += 1

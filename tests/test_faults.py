@@ -145,3 +145,12 @@ def test_postgres_connection_lost_mid_stream_is_exit_3(world: World) -> None:
     stores.postgres.rows = rows_then_cut  # type: ignore[method-assign]
     with pytest.raises(StoreError, match="PostgreSQL"):
         audit(s, stores=stores)
+
+
+def test_debug_output_never_shows_the_api_key(world: World, failing_qdrant: str) -> None:
+    env = {**world.env(), "QDRANT_URL": failing_qdrant, "QDRANT_API_KEY": "topsecret-key-42"}
+    env.pop("QDRANT_PATH")
+    result = run_cli("audit", "--retries", "0", "--debug", env=env)
+    assert result.returncode == 3
+    assert "Traceback" in result.stderr
+    assert "topsecret-key-42" not in result.stderr + result.stdout

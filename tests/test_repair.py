@@ -21,11 +21,18 @@ from reconcile.undo import undo
 from tests.world import World
 
 
-def snapshot(client: QdrantClient | None) -> str:
-    """Every point's whole payload, serialized: equal strings mean byte-identical payloads."""
+def snapshot(client: QdrantClient | None, nulls: bool = True) -> str:
+    """Every point's whole payload, serialized: equal strings mean byte-identical payloads.
+
+    `nulls=False` leaves out keys holding null, which undo restores as absent.
+    """
     assert client is not None
     records, _ = client.scroll("faces", limit=100_000, with_payload=True)
-    return json.dumps({str(r.id): r.payload for r in records}, sort_keys=True)
+    payloads = {
+        str(r.id): {k: v for k, v in (r.payload or {}).items() if nulls or v is not None}
+        for r in records
+    }
+    return json.dumps(payloads, sort_keys=True)
 
 
 def drifted_world(world: World) -> dict[str, Any]:
