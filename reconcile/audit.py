@@ -114,11 +114,14 @@ def audit(
     stores: Stores | None = None,
     sink: Callable[[Drift], None] | None = None,
     targets: Targets | None = None,
+    deadline: float | None = None,
 ) -> AuditReport:
     """Stream every row and every point once, merge-join them, and count the drift.
 
     With `targets`, look only those faces up in both stores instead of scanning.
     `sink` sees every drift record as it streams (repair spills them to disk).
+    Past `deadline` (time.monotonic) the scan stops cleanly: the report counts
+    what was seen, in id order, and says `complete=False`.
     """
     if top < 0:
         raise ConfigError(f"--top {top} is negative: use 0 or more")
@@ -134,7 +137,8 @@ def audit(
         scope = "full"
         streams: Iterator[tuple[Iterator[Row], Iterator[Point]]]
         if targets is None:
-            streams = iter([(s.postgres.rows(), _counting(s.qdrant.points(), progress))])
+            points = _timed(_counting(s.qdrant.points(), progress), deadline)
+            streams = iter([(s.postgres.rows(), points)])
         else:
             since = (
                 started_at - targets.since
@@ -145,15 +149,21 @@ def audit(
             lookup = Lookup(s.postgres, s.qdrant, table, settings.page_size)
             chunks = lookup.by_ids(targets) if since is None else lookup.since(since)
             streams = _chunk_streams(chunks, unknown)
+        complete = True
         with ExitStack() as stack:
             out = None if details is None else stack.enter_context(PrivateFile(details))
-            for rows, points in streams:
-                for drift in diff(rows, points, keys, stats):
-                    tally.add(drift)
-                    if out is not None:
-                        out.write_record(drift.record())
-                    if sink is not None:
-                        sink(drift)
+            try:
+                for rows, points in streams:
+                    if deadline is not None and time.monotonic() > deadline:
+                        raise _TimeUp
+                    for drift in diff(rows, points, keys, stats):
+                        tally.add(drift)
+                        if out is not None:
+                            out.write_record(drift.record())
+                        if sink is not None:
+                            sink(drift)
+            except _TimeUp:
+                complete = False
     return AuditReport(
         table=table.name,
         collection=settings.collection,
@@ -167,6 +177,8 @@ def audit(
         scope=scope,
         unknown_ids=unknown,
         started_at=started_at,
+        skipped_recent=stats.skipped_recent,
+        complete=complete,
     )
 
 
@@ -176,6 +188,22 @@ def _chunk_streams(
     for chunk in chunks:
         unknown.extend(chunk.unknown)
         yield iter(chunk.rows), iter(chunk.points)
+
+
+class _TimeUp(Exception):
+    """Raised inside the point stream when --max-duration has passed."""
+
+
+def _timed(points: Iterator[Point], deadline: float | None) -> Iterator[Point]:
+    # Stopping the point stream stops the merge at a consistent place: everything
+    # before the current point id has been judged, nothing after it has.
+    if deadline is None:
+        yield from points
+        return
+    for n, point in enumerate(points):
+        if n % 1000 == 0 and time.monotonic() > deadline:
+            raise _TimeUp
+        yield point
 
 
 def _counting(points: Iterator[Point], progress: Progress | None) -> Iterator[Point]:

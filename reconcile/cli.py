@@ -2,13 +2,15 @@
 
 import functools
 import inspect
+import logging
 import re
 import signal
 import sys
+import time
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
@@ -16,12 +18,16 @@ from typing import Annotated, Any, get_type_hints
 
 import typer
 
-from reconcile import ui
+from reconcile import log, ui
+from reconcile.audit import Stores
 from reconcile.audit import audit as run_audit
 from reconcile.audit import check as run_check
 from reconcile.counts import compare_counts
+from reconcile.diff import Kind
 from reconcile.errors import ConfigError, ExitCode, Interrupted, ReconcileError
 from reconcile.incremental import load_since, save
+from reconcile.metrics import write_metrics
+from reconcile.postgres import Postgres, advisory_lock
 from reconcile.repair import Plan, RepairOptions, Stop
 from reconcile.repair import repair as run_repair
 from reconcile.report import AuditReport, PrivateFile
@@ -41,6 +47,11 @@ app = typer.Typer(
 
 class Format(StrEnum):
     table = "table"
+    json = "json"
+
+
+class LogFormat(StrEnum):
+    text = "text"
     json = "json"
 
 
@@ -87,8 +98,21 @@ def _store_options(
     page_size: Annotated[int, typer.Option(help="Rows per fetch and points per scroll page.")] = (
         1000
     ),
+    min_age: Annotated[
+        float,
+        typer.Option(help="Grace window: rows updated this many seconds ago or less are skipped."),
+    ] = 0.0,
+    log_format: Annotated[
+        LogFormat, typer.Option(help="Logs on stderr: text lines or JSON lines.")
+    ] = LogFormat.text,
+    metrics_file: Annotated[
+        Path | None,
+        typer.Option(help="Write a Prometheus textfile here (node_exporter), on failure too."),
+    ] = None,
     debug: Annotated[bool, typer.Option(help="Show tracebacks on errors.")] = False,
 ) -> Settings:
+    log.configure(log_format.value)
+    _RUN.metrics_file, _RUN.table, _RUN.collection = metrics_file, table, collection
     if not database_url:
         raise ConfigError("no database given: set --database-url or DATABASE_URL")
     return Settings(
@@ -107,6 +131,7 @@ def _store_options(
         page_size=page_size,
         retries=retries,
         timeout=timeout,
+        min_age=min_age,
     )
 
 
@@ -116,22 +141,68 @@ _SECRET_IN_URL = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")
 def _fail(message: str, code: int) -> None:
     # Whatever a driver put in its message, a password inside a URL never reaches the terminal.
     safe = _SECRET_IN_URL.sub(r"\g<1>***@", message)
-    print(f"reconcile: error: {safe}", file=sys.stderr)
+    if log.json_mode():
+        log.event("error", logging.ERROR, message=safe, exit_code=code)
+    else:
+        print(f"reconcile: error: {safe}", file=sys.stderr)
     raise typer.Exit(code)
+
+
+@dataclass
+class _Run:
+    """What the metrics file needs to know of this run, gathered as it goes."""
+
+    command: str
+    metrics_file: Path | None = None
+    table: str = "?"
+    collection: str = "?"
+    audit: AuditReport | None = None
+    repaired: int | None = None
+    failed: int | None = None
+    started: float = field(default_factory=time.monotonic)
+
+    def reset(self, command: str) -> None:
+        self.__init__(command)  # type: ignore[misc]
+
+
+_RUN = _Run("?")  # one run per process: the CLI's own bookkeeping
+
+
+def _record(code: int) -> None:
+    """Write the metrics file, on failure too, so cron's alerting sees every run."""
+    run = _RUN
+    if run.metrics_file is None:
+        return
+    write_metrics(
+        run.metrics_file,
+        command=run.command,
+        table=run.table,
+        collection=run.collection,
+        exit_code=code,
+        duration_seconds=time.monotonic() - run.started,
+        audit=run.audit,
+        repaired=run.repaired,
+        failed=run.failed,
+    )
 
 
 @contextmanager
 def _exit_codes(debug: bool) -> Iterator[None]:
-    """The one place where errors become exit codes."""
+    """The one place where errors become exit codes (and the metrics file is written)."""
+    code = int(ExitCode.STORE)
     try:
         yield
-    except typer.Exit:
+        code = 0
+    except typer.Exit as exc:
+        code = exc.exit_code
         raise
     except ReconcileError as exc:
+        code = exc.exit_code
         if debug:
             traceback.print_exc()
         _fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:
+        code = 130
         _fail("interrupted", 130)
     except Exception as exc:
         if debug:
@@ -140,6 +211,11 @@ def _exit_codes(debug: bool) -> Iterator[None]:
             f"unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback)",
             ExitCode.STORE,
         )
+    finally:
+        try:
+            _record(code)
+        except ReconcileError as exc:
+            _fail(str(exc), exc.exit_code)
 
 
 def _option_group(
@@ -167,6 +243,7 @@ def _option_group(
             if not exit_codes:
                 command(**{name: group(**values)}, **kwargs)
                 return
+            _RUN.reset(command.__name__)
             with _exit_codes(values["debug"]):
                 command(**{name: group(**values)}, **kwargs)
 
@@ -259,6 +336,14 @@ def _render(render: Callable[[Any], None], output: Path | None) -> None:
     _emit(captured.get(), output)
 
 
+MaxDurationOption = Annotated[
+    float | None,
+    typer.Option(help="Stop cleanly after this many seconds, reporting complete: false."),
+]
+FailOnOption = Annotated[
+    str | None,
+    typer.Option(help="Drift kinds that make the exit code 1 (comma list; default: all)."),
+]
 FormatOption = Annotated[
     Format, typer.Option("--format", help="table for people, json for machines.")
 ]
@@ -301,8 +386,15 @@ def audit(
         bool, typer.Option("--counts", help="Only compare face counts per person (no scan).")
     ] = False,
     quiet: QuietOption = False,
+    lock: Annotated[
+        bool, typer.Option("--lock", help="Take the run lock, as repair does (exit 5 if held).")
+    ] = False,
+    max_duration: MaxDurationOption = None,
+    fail_on: FailOnOption = None,
 ) -> None:
     """Stream both stores, merge-join them by point id, and report drift (exit 1 on drift)."""
+    log.set_quiet(quiet)
+    failing = _fail_on(fail_on)
     if counts:
         if scope.targets(settings) is not None:
             raise ConfigError(
@@ -315,11 +407,76 @@ def audit(
             _render(lambda console: ui.render_counts(counted, console), output)
         raise typer.Exit(counted.exit_code)
     targets = scope.targets(settings)
-    with ui.progress("auditing", enabled=not quiet) as progress:
-        report = run_audit(settings, top=top, details=details, progress=progress, targets=targets)
+    deadline = None if max_duration is None else time.monotonic() + _positive(max_duration)
+    with (
+        _run_lock(settings, "audit" if lock else None) as stores,
+        ui.progress("auditing", enabled=not quiet) as progress,
+    ):
+        report = run_audit(
+            settings,
+            top=top,
+            details=details,
+            progress=progress,
+            targets=targets,
+            stores=stores,
+            deadline=deadline,
+        )
+    _RUN.audit = report
     _show_audit(report, format, output)
     scope.succeeded(settings, report.started_at)
-    raise typer.Exit(ExitCode.DRIFT if report.drifted else ExitCode.OK)
+    log.event(
+        "audit.finished",
+        drifted=report.drifted,
+        repairable=report.repairable,
+        rows=report.rows,
+        points=report.points,
+        complete=report.complete,
+        seconds=round(report.duration_seconds, 3),
+    )
+    drifting = any(report.counts[kind] for kind in failing)
+    raise typer.Exit(ExitCode.DRIFT if drifting or not report.complete else ExitCode.OK)
+
+
+DRIFT_KINDS = [kind.value for kind in Kind if kind is not Kind.IN_SYNC]
+
+
+def _fail_on(text: str | None) -> frozenset[str]:
+    """The kinds that make the exit code 1 (default: every drift kind)."""
+    if text is None or text.strip() == "all":
+        return frozenset(DRIFT_KINDS)
+    kinds = frozenset(k.strip() for k in text.split(",") if k.strip())
+    unknown = sorted(kinds - set(DRIFT_KINDS))
+    if unknown or not kinds:
+        raise ConfigError(
+            f"--fail-on {text!r} names no drift kind or unknown ones ({', '.join(unknown)}): "
+            f"use a comma list of {', '.join(DRIFT_KINDS)}, or all"
+        )
+    return kinds
+
+
+def _positive(seconds: float) -> float:
+    if not 0 < seconds <= 7 * 86400:
+        raise ConfigError(f"--max-duration {seconds} is out of range: use (0, 604800] seconds")
+    return seconds
+
+
+@contextmanager
+def _run_lock(settings: Settings, command: str | None) -> Iterator[Stores | None]:
+    """Take the run lock before Qdrant is opened, and give the command stores to use.
+
+    The lock's name holds the table, the collection and the shard, so the shards of
+    one job run side by side but no slice runs twice.
+    """
+    if command is None:
+        yield None
+        return
+    postgres = Postgres(settings)
+    name = f"reconcile:{settings.table}:{settings.collection}:all"
+    try:
+        with advisory_lock(postgres, name), Stores(settings, postgres=postgres) as stores:
+            yield stores
+    finally:
+        postgres.close()
 
 
 def _show_audit(report: AuditReport, format: Format, output: Path | None) -> None:
@@ -403,8 +560,15 @@ def repair(
     output: OutputOption = None,
     top: Annotated[int, typer.Option(help="How many persons to list in the plan.")] = 10,
     quiet: QuietOption = False,
+    max_duration: MaxDurationOption = None,
+    rate: Annotated[
+        float | None, typer.Option(help="Write at most this many points per second.")
+    ] = None,
+    fail_on: FailOnOption = None,
 ) -> None:
     """Audit, then set payloads to what PostgreSQL says, in locked, journaled batches."""
+    log.set_quiet(quiet)
+    failing = _fail_on(fail_on)
     options = RepairOptions(
         dry_run=dry_run,
         batch_size=batch_size,
@@ -413,6 +577,7 @@ def repair(
         lock_timeout=lock_timeout,
         batch_deadline=batch_deadline,
         top=top,
+        rate=rate,
     )
     ask = _decide(dry_run, yes, "repair")
 
@@ -422,22 +587,46 @@ def repair(
 
     targets = scope.targets(settings)
     stop = Stop()
-    with _graceful(stop), ui.progress("repairing", enabled=not quiet) as progress:
+    # Targeted repairs rely on row locks alone; a dry run writes nothing.
+    lock = None if dry_run or targets is not None else "repair"
+    with (
+        _graceful(stop),
+        _run_lock(settings, lock) as stores,
+        ui.progress("repairing", enabled=not quiet) as progress,
+    ):
         report = run_repair(
             settings,
             options,
+            stores=stores,
             progress=progress,
             confirm=confirm if ask else None,
             targets=targets,
             stop=stop,
+            max_duration=None if max_duration is None else _positive(max_duration),
         )
     if format is Format.json:
         _emit(ui.to_json(report.to_json()), output)
     else:
         _render(lambda console: ui.render_repair(report, console), output)
-    if report.tallies.failed == 0:
+    t = report.tallies
+    _RUN.audit, _RUN.repaired, _RUN.failed = report.plan.audit, t.applied, t.failed
+    if t.failed == 0:
         scope.succeeded(settings, report.plan.audit.started_at)
-    raise typer.Exit(report.exit_code)
+    log.event(
+        "repair.finished",
+        dry_run=report.dry_run,
+        applied=t.applied,
+        failed=t.failed,
+        skipped=t.skipped_changed + t.skipped_locked + t.skipped_recent,
+        vanished=t.vanished,
+        remaining=sum(report.remaining.values()),
+        complete=report.complete,
+        seconds=round(report.duration_seconds, 3),
+    )
+    code = report.exit_code
+    if code == ExitCode.DRIFT and report.complete:
+        code = ExitCode.DRIFT if any(report.remaining[k] for k in failing) else ExitCode.OK
+    raise typer.Exit(code)
 
 
 @app.command()

@@ -45,6 +45,12 @@ class GuardError(ReconcileError):
     exit_code = ExitCode.GUARD
 
 
+class LockHeld(ReconcileError):
+    """Another run holds the advisory lock for this table, collection and shard."""
+
+    exit_code = ExitCode.LOCKED
+
+
 class Interrupted(ReconcileError):
     """A signal stopped the run where nothing was half-done; exit 128 + the signal."""
 

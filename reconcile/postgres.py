@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -14,7 +16,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from reconcile.diff import Row
-from reconcile.errors import ConfigError, StoreError
+from reconcile.errors import ConfigError, LockHeld, StoreError
 from reconcile.settings import Settings, mask_url, sqlalchemy_url, table_parts
 
 POINT_TYPES = {"uuid", "smallint", "integer", "bigint"}
@@ -61,7 +63,11 @@ class Postgres:
         self._masked = mask_url(settings.database_url)
         self.engine = engine or sa.create_engine(
             sqlalchemy_url(settings.database_url),
-            connect_args={"connect_timeout": 10, "application_name": "reconcile"},
+            # The pid in the name lets a second run say which process holds the lock.
+            connect_args={
+                "connect_timeout": 10,
+                "application_name": f"reconcile pid={os.getpid()}",
+            },
             pool_pre_ping=False,
         )
         self.info: TableInfo | None = None
@@ -187,16 +193,23 @@ class Postgres:
                 conn.execute(sa.select(sa.func.count()).select_from(self.table)).scalar_one()
             )
 
+    def _recent(self) -> sa.ColumnElement[bool]:
+        """Whether a row changed within the grace window (`--min-age`), by the server's clock."""
+        if self.settings.min_age <= 0:
+            return sa.false()
+        window = sa.func.make_interval(0, 0, 0, 0, 0, 0, self.settings.min_age)
+        return sa.func.coalesce(self._updated > sa.func.now() - window, False)
+
     def rows(self) -> Iterator[Row]:
         """Every row, ascending by point id (NULL point ids last), through a server-side cursor."""
         stmt = (
-            sa.select(self._point, self._id, self._person)
+            sa.select(self._point, self._id, self._person, self._recent())
             .order_by(self._point.asc().nulls_last())
             .execution_options(yield_per=self.settings.page_size)
         )
         with self._errors("streaming rows"), self.engine.connect() as conn:
-            for point, face, person in conn.execute(stmt):
-                yield Row(_point_value(point), str(face), _point_value(person))
+            for point, face, person, recent in conn.execute(stmt):
+                yield Row(_point_value(point), str(face), _point_value(person), recent)
 
     @contextmanager
     def transaction(self, lock_timeout: float, hold_limit: float) -> Iterator[sa.Connection]:
@@ -226,13 +239,15 @@ class Postgres:
         application transaction holds (it will write Qdrant itself); WAIT waits for
         them, up to the transaction's lock_timeout.
         """
-        stmt = sa.select(self._point, self._id, self._person).where(self._point.in_(point_ids))
+        stmt = sa.select(self._point, self._id, self._person, self._recent()).where(
+            self._point.in_(point_ids)
+        )
         if lock is not LockMode.NONE:
             stmt = stmt.with_for_update(read=True, skip_locked=lock is LockMode.SKIP_LOCKED)
         with self._errors("locking rows"):
             return [
-                Row(_point_value(point), str(face), _point_value(person))
-                for point, face, person in conn.execute(stmt)
+                Row(_point_value(point), str(face), _point_value(person), recent)
+                for point, face, person, recent in conn.execute(stmt)
             ]
 
     def points_of_faces(self, face_ids: list[str]) -> dict[str, int | str | None]:
@@ -293,6 +308,59 @@ class Postgres:
                 assert value is not None
                 found[value] = int(n)
             return found
+
+
+@contextmanager
+def advisory_lock(postgres: Postgres, name: str) -> Iterator[None]:
+    """Hold a session-level advisory lock named `name` for the block, or raise LockHeld.
+
+    The lock lives on a connection of its own, so it goes away when this process
+    dies (the server ends the session), and short batch transactions do not touch it.
+    """
+    key = sa.func.hashtextextended(name, 0)
+    with postgres._errors("taking the run lock"):
+        conn = postgres.engine.connect()
+        try:
+            taken = conn.execute(sa.select(sa.func.pg_try_advisory_lock(key))).scalar_one()
+            holder = None if taken else _lock_holder(conn, name)
+            conn.commit()
+        except BaseException:
+            conn.close()
+            raise
+    if not taken:
+        conn.close()
+        raise LockHeld(
+            f"another run holds the lock {name!r}: {holder or 'another session'}; "
+            "wait for it to finish, or stop it if it is stuck"
+        )
+    try:
+        yield
+    finally:
+        with contextlib.suppress(SQLAlchemyError):
+            conn.execute(sa.select(sa.func.pg_advisory_unlock(key)))
+            conn.commit()
+        conn.close()
+
+
+def _lock_holder(conn: sa.Connection, name: str) -> str | None:
+    """Who holds the advisory lock: our pid is in its application_name."""
+    holder = conn.execute(
+        sa.text(
+            "SELECT a.application_name, a.pid, a.backend_start, a.client_addr "
+            "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+            "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
+            "AND l.classid::bigint = ((hashtextextended(:name, 0) >> 32) & 4294967295) "
+            "AND l.objid::bigint = (hashtextextended(:name, 0) & 4294967295)"
+        ),
+        {"name": name},
+    ).first()
+    if holder is None:
+        return None
+    where = f" from {holder.client_addr}" if holder.client_addr else ""
+    return (
+        f"{holder.application_name or 'a session'} (server pid {holder.pid}{where}, "
+        f"connected since {holder.backend_start:%Y-%m-%d %H:%M:%S %Z})"
+    )
 
 
 def point_order(point_id: int | str | None) -> tuple[bool, int, str]:

@@ -46,11 +46,16 @@ class RepairOptions:
     batch_deadline: float = 60.0
     top: int = 10
     write_journal: bool = True  # the sync helper, called per request, keeps none
+    rate: float | None = None  # points written per second at most
 
     def __post_init__(self) -> None:
         if not 1 <= self.batch_size <= 10_000:
             raise ConfigError(f"--batch-size {self.batch_size} is out of range: use 1 to 10000")
         max_changes_limit(self.max_changes, 0)
+        if self.rate is not None and not 0 < self.rate <= 1_000_000:
+            raise ConfigError(
+                f"--rate {self.rate} is out of range: use more than 0, at most 1000000"
+            )
         if not 0 < self.lock_timeout <= 600:
             raise ConfigError(f"--lock-timeout {self.lock_timeout} is out of range: use (0, 600]")
         if not self.lock_timeout < self.batch_deadline <= 3600:
@@ -124,6 +129,7 @@ class Tallies:
     applied: int = 0
     skipped_changed: int = 0
     skipped_locked: int = 0
+    skipped_recent: int = 0
     vanished: int = 0
     failed: int = 0
     verified: int = 0
@@ -133,6 +139,7 @@ class Tallies:
         self.applied += other.applied
         self.skipped_changed += other.skipped_changed
         self.skipped_locked += other.skipped_locked
+        self.skipped_recent += other.skipped_recent
         self.vanished += other.vanished
         self.failed += other.failed
         self.verified += other.verified
@@ -147,6 +154,11 @@ class RepairReport:
     journal: str | None
     duration_seconds: float
     interrupted: str | None = None  # the signal that stopped the run between batches
+    timed_out: bool = False  # --max-duration stopped the audit or the batches early
+
+    @property
+    def complete(self) -> bool:
+        return self.interrupted is None and not self.timed_out and self.plan.audit.complete
 
     @property
     def remaining(self) -> dict[str, int]:
@@ -158,7 +170,7 @@ class RepairReport:
             return 128 + signal.Signals[self.interrupted].value  # 130 SIGINT, 143 SIGTERM
         if self.tallies.failed:
             return 3
-        return 1 if any(self.remaining.values()) else 0
+        return 1 if any(self.remaining.values()) or not self.complete else 0
 
     def to_json(self) -> dict[str, Any]:
         t = self.tallies
@@ -170,11 +182,12 @@ class RepairReport:
             "applied": t.applied,
             "skipped_changed": t.skipped_changed,
             "skipped_locked": t.skipped_locked,
+            "skipped_recent": t.skipped_recent,
             "vanished": t.vanished,
             "failed": t.failed,
             "verified": t.verified,
             "journal": self.journal,
-            "complete": self.interrupted is None,
+            "complete": self.complete,
             "interrupted": self.interrupted,
             "remaining": self.remaining,
             "audit": self.plan.audit.to_json(),
@@ -394,13 +407,26 @@ class Repairer:
         self.last_error = ""
 
     def run(
-        self, spill: IO[str], progress: Progress | None, stop: threading.Event | None = None
+        self,
+        spill: IO[str],
+        progress: Progress | None,
+        stop: threading.Event | None = None,
+        deadline: float | None = None,
     ) -> bool:
-        """Apply every batch; False when `stop` was set and the rest was left undone."""
+        """Apply every batch; False when `stop` or `deadline` left the rest undone.
+
+        `--rate` sleeps between batches (never inside one, where locks are held).
+        """
         done = failures_in_a_row = 0
+        started = self.hooks.clock()
         batches = _batches(spill, self.options.batch_size)
         for number, batch in enumerate(batches, start=1):
-            if stop is not None and stop.is_set():
+            if self.options.rate:
+                ahead = self.tallies.applied / self.options.rate - (self.hooks.clock() - started)
+                if ahead > 0:
+                    time.sleep(ahead)
+            late = deadline is not None and self.hooks.clock() > deadline
+            if late or (stop is not None and stop.is_set()):
                 # Between batches nothing is locked or half-written: stop here.
                 self.tallies.remaining.update(record["kind"] for record in batch)
                 for rest in batches:
@@ -459,7 +485,9 @@ class Repairer:
         candidates: list[Row] = []
         gone: list[PointId] = []
         for point_id, status in lock_points(self.stores, conn, list(planned), self.hooks):
-            if isinstance(status, Row):
+            if isinstance(status, Row) and status.recent:
+                t.skipped_recent += 1  # changed since the audit, inside the grace window
+            elif isinstance(status, Row):
                 candidates.append(status)
             elif status == "vanished":
                 gone.append(point_id)
@@ -569,10 +597,12 @@ def repair(
     hooks: Hooks | None = None,
     targets: Targets | None = None,
     stop: Stop | None = None,
+    max_duration: float | None = None,
 ) -> RepairReport:
     """Audit, plan, and (unless a dry run) apply the plan; see DESIGN.md for the protocol."""
     options = options or RepairOptions()
     started = time.monotonic()
+    deadline = None if max_duration is None else started + max_duration
     keys = Keys(settings.person_key, settings.flag_key)
     with using(settings, stores) as s, tempfile.TemporaryFile("w+", encoding="utf-8") as spill:
         # The spill holds which person is in which photo; TemporaryFile is mode
@@ -585,6 +615,7 @@ def repair(
             progress=progress,
             sink=planner,
             targets=targets,
+            deadline=deadline,
         )
         plan = planner.plan(report, options)
         tallies = Tallies()
@@ -618,7 +649,7 @@ def repair(
             repairer.tallies.remaining.update(tallies.remaining)
             if stop is not None:
                 stop.applying = True
-            finished = repairer.run(spill, progress, stop)
+            finished = repairer.run(spill, progress, stop, deadline)
         finally:
             journal.close()
         journal_name = None if path is None else str(path)
@@ -628,5 +659,6 @@ def repair(
             repairer.tallies,
             journal_name,
             time.monotonic() - started,
-            interrupted=None if finished or stop is None else stop.signal,
+            interrupted=None if finished or stop is None or not stop.is_set() else stop.signal,
+            timed_out=not finished and (stop is None or not stop.is_set()),
         )

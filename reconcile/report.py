@@ -34,6 +34,8 @@ class AuditReport:
     scope: str = "full"  # "full", "targeted" or "since <timestamp>"
     unknown_ids: list[str] = field(default_factory=list)  # targeted ids found in neither store
     started_at: datetime | None = None  # the database's clock when the run began
+    skipped_recent: int = 0  # in the grace window: neither counted as drift nor repaired
+    complete: bool = True  # False when --max-duration stopped the scan early
 
     @property
     def drifted(self) -> int:
@@ -60,6 +62,8 @@ class AuditReport:
             "duration_seconds": round(self.duration_seconds, 3),
             "details": self.details,
             "scope": self.scope,
+            "skipped_recent": self.skipped_recent,
+            "complete": self.complete,
             "unknown_ids": self.unknown_ids,
             "started_at": None if self.started_at is None else self.started_at.isoformat(),
         }

@@ -39,6 +39,7 @@ class Settings:
     person_key: str = "person_id"
     flag_key: str | None = None
     page_size: int = 1000
+    min_age: float = 0.0  # grace window in seconds: rows changed more recently are skipped
     retries: int = 3  # Qdrant reads retried on a transient failure
     timeout: float = 30.0  # seconds one Qdrant request may take
 
@@ -71,6 +72,8 @@ class Settings:
                 )
         if self.flag_key is not None and self.flag_key == self.person_key:
             raise ConfigError("--flag-key must differ from --person-key")
+        if not 0 <= self.min_age <= 30 * 86400:
+            raise ConfigError(f"--min-age {self.min_age} is out of range: use 0 to 2592000 seconds")
         if not 0 <= self.retries <= 10:
             raise ConfigError(f"--retries {self.retries} is out of range: use 0 to 10")
         if not 1 <= self.timeout <= 600:

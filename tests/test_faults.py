@@ -138,7 +138,7 @@ def test_postgres_connection_lost_mid_stream_is_exit_3(world: World) -> None:
                 with psycopg.connect(world.url, autocommit=True) as killer:
                     killer.execute(
                         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                        "WHERE application_name = 'reconcile' AND pid <> pg_backend_pid()"
+                        "WHERE application_name LIKE 'reconcile%%' AND pid <> pg_backend_pid()"
                     )
             yield row
 

@@ -1,0 +1,199 @@
+"""The Prometheus textfile: parsed back with prometheus-client's own parser."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from reconcile.diff import Kind
+from reconcile.errors import ConfigError
+from reconcile.metrics import write_metrics
+from reconcile.report import AuditReport
+
+LABELS = {"command": "audit", "table": "faces", "collection": "faces_v1"}
+
+
+def make_audit(**counts: int) -> AuditReport:
+    full = {kind.value: 0 for kind in Kind}
+    full.update(counts)
+    return AuditReport(
+        table="faces",
+        collection="faces_v1",
+        rows=120,
+        points=118,
+        rows_without_point=2,
+        counts=full,
+        top_persons=[],
+        duration_seconds=1.5,
+    )
+
+
+def samples(path: Path) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample in the file, keyed by name and sorted labels."""
+    out = {}
+    for family in text_string_to_metric_families(path.read_text(encoding="utf-8")):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def value(path: Path, name: str, **extra: str) -> float | None:
+    key = (name, tuple(sorted({**LABELS, **extra}.items())))
+    return samples(path).get(key)
+
+
+def write(path: Path, **kwargs: object) -> None:
+    args: dict[str, object] = {**LABELS, "duration_seconds": 2.25, **kwargs}
+    write_metrics(path, **args)  # type: ignore[arg-type]
+
+
+def test_successful_audit_writes_every_metric(tmp_path: Path) -> None:
+    path = tmp_path / "reconcile.prom"
+    audit = make_audit(in_sync=110, orphan_point=3, wrong_person=5)
+    write(path, exit_code=1, audit=audit, now=1_700_000_000.0)
+
+    assert value(path, "reconcile_drift_points", kind="in_sync") == 110
+    assert value(path, "reconcile_drift_points", kind="orphan_point") == 3
+    assert value(path, "reconcile_drift_points", kind="wrong_person") == 5
+    assert value(path, "reconcile_drift_points", kind="missing_point") == 0
+    assert value(path, "reconcile_rows_scanned") == 120
+    assert value(path, "reconcile_points_scanned") == 118
+    assert value(path, "reconcile_duration_seconds") == 2.25
+    assert value(path, "reconcile_exit_code") == 1
+    assert value(path, "reconcile_last_run_timestamp_seconds") == 1_700_000_000.0
+    # Exit code 1 is drift found by a completed run: still a success.
+    assert value(path, "reconcile_last_success_timestamp_seconds") == 1_700_000_000.0
+    # An audit did not repair, so it does not claim 0 repaired.
+    assert value(path, "reconcile_points_repaired") is None
+    assert value(path, "reconcile_write_failures") is None
+
+
+def test_every_series_carries_the_run_labels_and_every_family_is_a_documented_gauge(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "reconcile.prom"
+    write(path, command="repair", exit_code=0, audit=make_audit(), repaired=4, failed=0, now=1.0)
+    families = list(text_string_to_metric_families(path.read_text(encoding="utf-8")))
+    assert {f.name for f in families} == {
+        "reconcile_drift_points",
+        "reconcile_rows_scanned",
+        "reconcile_points_scanned",
+        "reconcile_points_repaired",
+        "reconcile_write_failures",
+        "reconcile_duration_seconds",
+        "reconcile_exit_code",
+        "reconcile_last_run_timestamp_seconds",
+        "reconcile_last_success_timestamp_seconds",
+    }
+    for family in families:
+        assert family.type == "gauge"
+        assert family.documentation
+        for s in family.samples:
+            assert {k: s.labels[k] for k in LABELS} == {**LABELS, "command": "repair"}
+    assert value(path, "reconcile_points_repaired", command="repair") == 4
+    assert value(path, "reconcile_write_failures", command="repair") == 0
+
+
+def test_all_eight_kinds_are_present_even_when_zero(tmp_path: Path) -> None:
+    path = tmp_path / "reconcile.prom"
+    write(path, exit_code=0, audit=make_audit(in_sync=120))
+    kinds = {
+        dict(labels)["kind"] for (name, labels) in samples(path) if name == "reconcile_drift_points"
+    }
+    assert kinds == {kind.value for kind in Kind}
+    assert len(kinds) == 8
+
+
+def test_a_kind_the_report_adds_is_not_dropped(tmp_path: Path) -> None:
+    path = tmp_path / "reconcile.prom"
+    audit = make_audit(some_future_kind=7)
+    write(path, exit_code=0, audit=audit)
+    assert value(path, "reconcile_drift_points", kind="some_future_kind") == 7
+
+
+def test_failed_run_keeps_the_previous_last_success(tmp_path: Path) -> None:
+    path = tmp_path / "reconcile.prom"
+    write(path, exit_code=0, audit=make_audit(in_sync=120), now=1000.0)
+    write(path, exit_code=3, now=2000.0)
+
+    assert value(path, "reconcile_exit_code") == 3
+    assert value(path, "reconcile_last_run_timestamp_seconds") == 2000.0
+    assert value(path, "reconcile_last_success_timestamp_seconds") == 1000.0
+    # What the failed run could not measure is absent, not zero.
+    names = {name for name, _ in samples(path)}
+    assert "reconcile_drift_points" not in names
+    assert "reconcile_rows_scanned" not in names
+    assert "reconcile_points_scanned" not in names
+
+    # A second failure still carries the same success over; a later success replaces it.
+    write(path, exit_code=130, now=3000.0)
+    assert value(path, "reconcile_last_success_timestamp_seconds") == 1000.0
+    write(path, exit_code=1, audit=make_audit(), now=4000.0)
+    assert value(path, "reconcile_last_success_timestamp_seconds") == 4000.0
+
+
+def test_failed_run_without_previous_file_has_no_last_success(tmp_path: Path) -> None:
+    path = tmp_path / "reconcile.prom"
+    write(path, exit_code=3, now=2000.0)
+    names = {name for name, _ in samples(path)}
+    assert "reconcile_last_success_timestamp_seconds" not in names
+    assert value(path, "reconcile_exit_code") == 3
+    assert value(path, "reconcile_last_run_timestamp_seconds") == 2000.0
+
+
+def test_last_success_of_other_labels_is_not_carried_over(tmp_path: Path) -> None:
+    path = tmp_path / "reconcile.prom"
+    write(path, exit_code=0, audit=make_audit(), now=1000.0, collection="other")
+    write(path, exit_code=3, now=2000.0)
+    names = {name for name, _ in samples(path)}
+    assert "reconcile_last_success_timestamp_seconds" not in names
+
+
+def test_unparsable_previous_file_is_replaced(tmp_path: Path) -> None:
+    path = tmp_path / "reconcile.prom"
+    path.write_text("this is { not prometheus\n", encoding="utf-8")
+    write(path, exit_code=4, now=2000.0)
+    assert value(path, "reconcile_exit_code") == 4
+    assert value(path, "reconcile_last_success_timestamp_seconds") is None
+
+
+def test_write_leaves_no_temporary_file_and_a_readable_file(tmp_path: Path) -> None:
+    path = tmp_path / "reconcile.prom"
+    write(path, exit_code=0, audit=make_audit(), now=1.0)
+    write(path, exit_code=3, now=2.0)
+    assert [p.name for p in tmp_path.iterdir()] == ["reconcile.prom"]
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+def test_file_is_readable_under_a_strict_umask(tmp_path: Path) -> None:
+    path = tmp_path / "reconcile.prom"
+    old = os.umask(0o077)
+    try:
+        write(path, exit_code=0, now=1.0)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+def test_missing_directory_raises_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "absent" / "reconcile.prom"
+    with pytest.raises(ConfigError) as info:
+        write(path, exit_code=0, now=1.0)
+    message = str(info.value)
+    assert str(path) in message
+    assert "--metrics-file" in message
+    assert "\n" not in message
+    assert not path.parent.exists()
+
+
+def test_path_that_is_a_directory_raises_config_error_and_leaves_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "reconcile.prom"
+    path.mkdir()
+    with pytest.raises(ConfigError, match="cannot write metrics file"):
+        write(path, exit_code=0, now=1.0)
+    assert [p.name for p in tmp_path.iterdir()] == ["reconcile.prom"]
+    assert path.is_dir()
