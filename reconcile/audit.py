@@ -12,7 +12,7 @@ from pathlib import Path
 from reconcile.diff import Drift, Keys, Point, Row, ScanStats, diff
 from reconcile.errors import ConfigError
 from reconcile.postgres import Postgres, TableInfo
-from reconcile.qdrant import Qdrant
+from reconcile.qdrant import PointStore, open_store
 from reconcile.report import AuditReport, PrivateFile, Tally
 from reconcile.settings import Settings
 from reconcile.targets import Chunk, Lookup, Targets
@@ -38,12 +38,12 @@ class Stores:
         self,
         settings: Settings,
         postgres: Postgres | None = None,
-        qdrant: Qdrant | None = None,
+        qdrant: PointStore | None = None,
     ) -> None:
         self.settings = settings
         self.postgres = postgres or Postgres(settings)
         try:
-            self.qdrant = qdrant or Qdrant(settings)
+            self.qdrant: PointStore = qdrant or open_store(settings)
         except BaseException:
             self.postgres.close()
             raise

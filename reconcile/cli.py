@@ -3,6 +3,7 @@
 import functools
 import inspect
 import logging
+import os
 import re
 import signal
 import sys
@@ -18,6 +19,7 @@ from typing import Annotated, Any, get_type_hints
 
 import typer
 
+from reconcile import config as config_file
 from reconcile import log, ui
 from reconcile.audit import Stores
 from reconcile.audit import audit as run_audit
@@ -55,53 +57,102 @@ class LogFormat(StrEnum):
     json = "json"
 
 
-def _store_options(
+def _setting_options(
     database_url: Annotated[
         str | None,
-        typer.Option(envvar="DATABASE_URL", help="PostgreSQL URL (any postgresql:// spelling)."),
+        typer.Option(help="PostgreSQL URL, any postgresql:// spelling (env DATABASE_URL)."),
     ] = None,
     qdrant_url: Annotated[
-        str | None, typer.Option(envvar="QDRANT_URL", help="Qdrant server URL.")
+        str | None, typer.Option(help="Qdrant server URL (env QDRANT_URL).")
     ] = None,
     qdrant_path: Annotated[
-        str | None,
-        typer.Option(envvar="QDRANT_PATH", help="Qdrant local-mode directory (instead of a URL)."),
+        str | None, typer.Option(help="Qdrant local-mode directory (env QDRANT_PATH).")
+    ] = None,
+    qdrant_edge: Annotated[
+        str | None, typer.Option(help="A Qdrant Edge store directory (extra reconcile[edge]).")
     ] = None,
     qdrant_api_key: Annotated[
-        str | None, typer.Option(envvar="QDRANT_API_KEY", help="Qdrant API key.")
+        str | None, typer.Option(help="Qdrant API key (env QDRANT_API_KEY).")
     ] = None,
     collection: Annotated[
-        str, typer.Option(envvar="QDRANT_FACE_COLLECTION", help="Qdrant collection.")
-    ] = "faces",
-    table: Annotated[str, typer.Option(help="Faces table, may be schema.table.")] = (
-        "face_instances"
-    ),
-    point_column: Annotated[str, typer.Option(help="Column naming the Qdrant point.")] = (
-        "qdrant_point_id"
-    ),
-    person_column: Annotated[str, typer.Option(help="Column naming the person.")] = "person_id",
-    id_column: Annotated[str, typer.Option(help="Column with the face id.")] = "id",
+        str | None,
+        typer.Option(help="Qdrant collection (env QDRANT_FACE_COLLECTION).", show_default="faces"),
+    ] = None,
+    table: Annotated[
+        str | None,
+        typer.Option(help="Faces table, may be schema.table.", show_default="face_instances"),
+    ] = None,
+    point_column: Annotated[
+        str | None,
+        typer.Option(help="Column naming the Qdrant point.", show_default="qdrant_point_id"),
+    ] = None,
+    person_column: Annotated[
+        str | None, typer.Option(help="Column naming the person.", show_default="person_id")
+    ] = None,
+    id_column: Annotated[
+        str | None, typer.Option(help="Column with the face id.", show_default="id")
+    ] = None,
     updated_column: Annotated[
-        str, typer.Option(help="Timestamp column for --since and --incremental.")
-    ] = "updated_at",
-    person_key: Annotated[str, typer.Option(help="Payload key holding the person.")] = (
-        "person_id"
-    ),
+        str | None,
+        typer.Option(help="Timestamp column for --since, --min-age.", show_default="updated_at"),
+    ] = None,
+    person_key: Annotated[
+        str | None, typer.Option(help="Payload key holding the person.", show_default="person_id")
+    ] = None,
     flag_key: Annotated[
         str | None,
         typer.Option(help="Boolean payload key that must equal 'has a person', e.g. is_assigned."),
     ] = None,
     retries: Annotated[
-        int, typer.Option(help="Retries of a failed Qdrant read (exponential backoff).")
-    ] = 3,
-    timeout: Annotated[float, typer.Option(help="Seconds one Qdrant request may take.")] = 30.0,
-    page_size: Annotated[int, typer.Option(help="Rows per fetch and points per scroll page.")] = (
-        1000
-    ),
+        int | None,
+        typer.Option(help="Retries of a failed Qdrant read (with backoff).", show_default="3"),
+    ] = None,
+    timeout: Annotated[
+        float | None, typer.Option(help="Seconds one Qdrant request may take.", show_default="30")
+    ] = None,
+    page_size: Annotated[
+        int | None,
+        typer.Option(help="Rows per fetch and points per scroll page.", show_default="1000"),
+    ] = None,
     min_age: Annotated[
-        float,
-        typer.Option(help="Grace window: rows updated this many seconds ago or less are skipped."),
-    ] = 0.0,
+        float | None,
+        typer.Option(help="Grace window: skip rows updated this many seconds ago or less."),
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="A TOML file holding any of these settings.")
+    ] = None,
+    env_file: Annotated[
+        Path | None, typer.Option(help="A dotenv file (DATABASE_URL, QDRANT_URL, ...).")
+    ] = None,
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """Every setting's value and source: flag > environment > env file > config > default."""
+    flags = {
+        "database_url": database_url,
+        "qdrant_url": qdrant_url,
+        "qdrant_path": qdrant_path,
+        "qdrant_edge": qdrant_edge,
+        "qdrant_api_key": qdrant_api_key,
+        "collection": collection,
+        "table": table,
+        "point_column": point_column,
+        "person_column": person_column,
+        "id_column": id_column,
+        "updated_column": updated_column,
+        "person_key": person_key,
+        "flag_key": flag_key,
+        "page_size": page_size,
+        "retries": retries,
+        "timeout": timeout,
+        "min_age": min_age,
+    }
+    loaded = config_file.load_config(config) if config is not None else {}
+    dotenv = config_file.load_env_file(env_file) if env_file is not None else {}
+    return config_file.merge(
+        flags, os.environ, dotenv, loaded, env_file_path=env_file, config_path=config
+    )
+
+
+def _store_options(
     log_format: Annotated[
         LogFormat, typer.Option(help="Logs on stderr: text lines or JSON lines.")
     ] = LogFormat.text,
@@ -110,29 +161,32 @@ def _store_options(
         typer.Option(help="Write a Prometheus textfile here (node_exporter), on failure too."),
     ] = None,
     debug: Annotated[bool, typer.Option(help="Show tracebacks on errors.")] = False,
+    **settings: Any,
 ) -> Settings:
     log.configure(log_format.value)
-    _RUN.metrics_file, _RUN.table, _RUN.collection = metrics_file, table, collection
-    if not database_url:
-        raise ConfigError("no database given: set --database-url or DATABASE_URL")
-    return Settings(
-        database_url=database_url,
-        qdrant_url=qdrant_url,
-        qdrant_path=qdrant_path,
-        qdrant_api_key=qdrant_api_key,
-        collection=collection,
-        table=table,
-        point_column=point_column,
-        person_column=person_column,
-        id_column=id_column,
-        updated_column=updated_column,
-        person_key=person_key,
-        flag_key=flag_key,
-        page_size=page_size,
-        retries=retries,
-        timeout=timeout,
-        min_age=min_age,
-    )
+    _RUN.metrics_file = metrics_file
+    _RUN.table, _RUN.collection = settings.get("table") or "?", settings.get("collection") or "?"
+    values, _sources = _setting_options(**settings)
+    _RUN.table, _RUN.collection = values.get("table", "?"), values.get("collection", "?")
+    return config_file.build(values)
+
+
+# Typer reads options from a signature: the store options are the run options
+# above plus every setting of `_setting_options`, which `**settings` receives.
+_store_options.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+    [
+        *(
+            p
+            for p in inspect.signature(_store_options, eval_str=True).parameters.values()
+            if p.kind is not inspect.Parameter.VAR_KEYWORD
+        ),
+        *inspect.signature(_setting_options, eval_str=True).parameters.values(),
+    ]
+)
+_store_options.__annotations__ = {
+    **get_type_hints(_store_options, include_extras=True),
+    **get_type_hints(_setting_options, include_extras=True),
+}
 
 
 _SECRET_IN_URL = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")
@@ -666,6 +720,23 @@ def undo(
     else:
         _render(lambda console: ui.render_undo(report, console), output)
     raise typer.Exit(report.exit_code)
+
+
+config_app = typer.Typer(help="Show the effective settings.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("show")
+@_option_group(_setting_options, "layers")
+def config_show(
+    layers: tuple[dict[str, Any], dict[str, str]],
+    debug: Annotated[bool, typer.Option(help="Show tracebacks on errors.")] = False,
+) -> None:
+    """Print every setting, where it came from, and whether the whole is valid (exit 2 if not)."""
+    values, sources = layers
+    with _exit_codes(debug):
+        ui.render_settings(config_file.show(values, sources), ui.stdout())
+        config_file.build(values)
 
 
 @app.command()

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import httpx
 from qdrant_client import QdrantClient, models
@@ -35,6 +35,32 @@ class DeleteKeys:
 
 
 PayloadOp = SetKeys | DeleteKeys
+
+
+class PointStore(Protocol):
+    """What audit and repair need from a collection, whichever engine holds it."""
+
+    def require_collection(self) -> None: ...
+    def count(self) -> int: ...
+    def has_key(self, key: str) -> bool: ...
+    def points(self) -> Iterator[Point]: ...
+    def facet_counts(self, key: str, at_least: int) -> dict[str, int]: ...
+    def retrieve(self, point_ids: Sequence[int | str]) -> dict[int | str, dict[str, Any]]: ...
+    def apply(self, ops: Sequence[PayloadOp]) -> None: ...
+    def close(self) -> None: ...
+
+
+def open_store(settings: Settings) -> PointStore:
+    """The adapter the settings name: a server or local mode, or a Qdrant Edge store."""
+    if not settings.qdrant_edge:
+        return Qdrant(settings)
+    try:
+        from reconcile.edge import EdgeQdrant  # an optional extra: reconcile[edge]
+    except ImportError:
+        raise ConfigError(
+            "--qdrant-edge needs the edge extra: pip install 'reconcile[edge]'"
+        ) from None
+    return EdgeQdrant(settings, Path(settings.qdrant_edge))
 
 
 # Seconds before the first retry of a failed read; doubled for each further one.

@@ -29,6 +29,7 @@ class Settings:
     database_url: str
     qdrant_url: str | None = None
     qdrant_path: str | None = None
+    qdrant_edge: str | None = None
     qdrant_api_key: str | None = None
     collection: str = "faces"
     table: str = "face_instances"
@@ -45,13 +46,17 @@ class Settings:
 
     def __post_init__(self) -> None:
         sqlalchemy_url(self.database_url)  # raises on a scheme typo
-        if not self.qdrant_url and not self.qdrant_path:
+        located = [bool(self.qdrant_url), bool(self.qdrant_path), bool(self.qdrant_edge)]
+        if not any(located):
             raise ConfigError(
                 "no Qdrant given: set --qdrant-url (or QDRANT_URL) for a server, "
-                "or --qdrant-path (or QDRANT_PATH) for a local-mode directory"
+                "--qdrant-path (or QDRANT_PATH) for a local-mode directory, "
+                "or --qdrant-edge for a Qdrant Edge store"
             )
-        if self.qdrant_url and self.qdrant_path:
-            raise ConfigError("both --qdrant-url and --qdrant-path given: choose one")
+        if sum(located) > 1:
+            raise ConfigError(
+                "more than one of --qdrant-url, --qdrant-path, --qdrant-edge given: choose one"
+            )
         if not self.collection:
             raise ConfigError("--collection is empty: name the Qdrant collection")
         table_parts(self.table)

@@ -18,7 +18,7 @@ from pathlib import Path
 from reconcile.diff import Point, PointId, Row
 from reconcile.errors import ConfigError
 from reconcile.postgres import TIME_TYPES, Postgres, TableInfo, point_order
-from reconcile.qdrant import Qdrant
+from reconcile.qdrant import PointStore
 
 _DURATION = re.compile(r"(\d+)\s*([smhdw])")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -111,7 +111,7 @@ def _batched(items: Iterable[str], size: int) -> Iterator[list[str]]:
 class Lookup:
     """Reads the targeted faces chunk by chunk; remembers the points already merged."""
 
-    def __init__(self, postgres: Postgres, qdrant: Qdrant, info: TableInfo, size: int) -> None:
+    def __init__(self, postgres: Postgres, qdrant: PointStore, info: TableInfo, size: int) -> None:
         self.postgres = postgres
         self.qdrant = qdrant
         self.info = info

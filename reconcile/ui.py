@@ -211,3 +211,12 @@ def render_counts(report: CountsReport, console: Console) -> None:
             table.add_row(person, f"{pg:,}", f"{qd:,}")
         console.print(table)
     console.print(f"note: {CAVEAT}", style="dim")
+
+
+def render_settings(rows: list[tuple[str, str, str]], console: Console) -> None:
+    table = Table(title="Effective settings (secrets masked)", title_justify="left")
+    for name in ("setting", "value", "from"):
+        table.add_column(name)
+    for name, value, source in rows:
+        table.add_row(name, value, source)
+    console.print(table)
