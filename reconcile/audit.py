@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from reconcile.diff import Drift, Keys, Point, Row, ScanStats, diff
 from reconcile.errors import ConfigError
@@ -15,6 +18,7 @@ from reconcile.postgres import Postgres, TableInfo
 from reconcile.qdrant import PointStore, open_store
 from reconcile.report import AuditReport, PrivateFile, Tally
 from reconcile.settings import Settings
+from reconcile.shards import KeyRange, slices
 from reconcile.targets import Chunk, Lookup, Targets
 
 Progress = Callable[[int], None]
@@ -115,31 +119,35 @@ def audit(
     sink: Callable[[Drift], None] | None = None,
     targets: Targets | None = None,
     deadline: float | None = None,
+    shard: tuple[int, int] = (1, 1),
+    workers: int = 1,
 ) -> AuditReport:
     """Stream every row and every point once, merge-join them, and count the drift.
 
     With `targets`, look only those faces up in both stores instead of scanning.
-    `sink` sees every drift record as it streams (repair spills them to disk).
-    Past `deadline` (time.monotonic) the scan stops cleanly: the report counts
-    what was seen, in id order, and says `complete=False`.
+    `shard` (i, N) restricts the scan to the i-th of N slices of the point-id
+    space; `workers` scans that many sub-slices at once, each on connections of
+    its own, and merges the counts. `sink` sees every drift record as it streams
+    (repair spills them to disk). Past `deadline` (time.monotonic) the scan stops
+    cleanly: the report counts what was seen and says `complete=False`.
     """
     if top < 0:
         raise ConfigError(f"--top {top} is negative: use 0 or more")
+    if not 1 <= workers <= 64:
+        raise ConfigError(f"--workers {workers} is out of range: use 1 to 64")
+    if workers > 1 and targets is not None:
+        raise ConfigError("--workers slices a full scan: drop the ids, --since, --incremental")
     started = time.monotonic()
     keys = Keys(settings.person_key, settings.flag_key)
-    stats = ScanStats()
-    tally = Tally()
+    scan = _Scan(keys, sink)
     unknown: list[str] = []
-    with using(settings, stores) as s:
+    with using(settings, stores) as s, ExitStack() as stack:
         table = s.postgres.inspect()
         s.qdrant.require_collection()
         started_at = s.postgres.now()
+        scan.out = None if details is None else stack.enter_context(PrivateFile(details))
         scope = "full"
-        streams: Iterator[tuple[Iterator[Row], Iterator[Point]]]
-        if targets is None:
-            points = _timed(_counting(s.qdrant.points(), progress), deadline)
-            streams = iter([(s.postgres.rows(), points)])
-        else:
+        if targets is not None:
             since = (
                 started_at - targets.since
                 if isinstance(targets.since, timedelta)
@@ -148,22 +156,23 @@ def audit(
             scope = targets.describe(since)
             lookup = Lookup(s.postgres, s.qdrant, table, settings.page_size)
             chunks = lookup.by_ids(targets) if since is None else lookup.since(since)
-            streams = _chunk_streams(chunks, unknown)
-        complete = True
-        with ExitStack() as stack:
-            out = None if details is None else stack.enter_context(PrivateFile(details))
-            try:
-                for rows, points in streams:
-                    if deadline is not None and time.monotonic() > deadline:
-                        raise _TimeUp
-                    for drift in diff(rows, points, keys, stats):
-                        tally.add(drift)
-                        if out is not None:
-                            out.write_record(drift.record())
-                        if sink is not None:
-                            sink(drift)
-            except _TimeUp:
-                complete = False
+            scan.run(_chunk_streams(chunks, unknown), deadline)
+        else:
+            bounds = None if table.point_type == "uuid" else s.postgres.point_bounds()
+            ranges = slices(*shard, workers, table.point_type, bounds)
+            if shard != (1, 1):
+                scope = f"shard {shard[0]}/{shard[1]}"
+            if workers == 1:
+                for key_range in ranges:
+                    points = _timed(_counting(s.qdrant.points(key_range), progress), deadline)
+                    scan.run(iter([(s.postgres.rows(key_range), points)]), deadline)
+            else:
+                # A server's client is thread-safe; an in-process engine (local mode,
+                # edge) is not, and gains nothing from threads under the GIL anyway:
+                # its calls are taken one at a time while PostgreSQL reads overlap.
+                qdrant = s.qdrant if settings.qdrant_url else _OneAtATime(s.qdrant)
+                scan.parallel(s.postgres, qdrant, ranges, deadline)
+    stats, tally = scan.stats, scan.tally
     return AuditReport(
         table=table.name,
         collection=settings.collection,
@@ -178,8 +187,81 @@ def audit(
         unknown_ids=unknown,
         started_at=started_at,
         skipped_recent=stats.skipped_recent,
-        complete=complete,
+        complete=scan.complete,
     )
+
+
+class _Scan:
+    """Counts drift from merged streams; several slices may feed it, from threads."""
+
+    def __init__(self, keys: Keys, sink: Callable[[Drift], None] | None) -> None:
+        self.keys = keys
+        self.sink = sink
+        self.out: PrivateFile | None = None
+        self.stats = ScanStats()
+        self.tally = Tally()
+        self.complete = True
+        self._lock = threading.Lock()
+
+    def run(
+        self,
+        streams: Iterator[tuple[Iterator[Row], Iterator[Point]]],
+        deadline: float | None,
+        stats: ScanStats | None = None,
+    ) -> None:
+        stats = stats or self.stats
+        try:
+            for rows, points in streams:
+                if deadline is not None and time.monotonic() > deadline:
+                    raise _TimeUp
+                for drift in diff(rows, points, self.keys, stats):
+                    with self._lock:
+                        self.tally.add(drift)
+                        if self.out is not None:
+                            self.out.write_record(drift.record())
+                        if self.sink is not None:
+                            self.sink(drift)
+        except _TimeUp:
+            self.complete = False
+
+    def parallel(
+        self,
+        postgres: Postgres,
+        qdrant: PointStore,
+        ranges: list[KeyRange],
+        deadline: float | None,
+    ) -> None:
+        """Each slice in a thread of its own (PostgreSQL gives each its connection)."""
+
+        def one(key_range: KeyRange) -> ScanStats:
+            stats = ScanStats()
+            points = _timed(qdrant.points(key_range), deadline)
+            self.run(iter([(postgres.rows(key_range), points)]), deadline, stats)
+            return stats
+
+        with ThreadPoolExecutor(max_workers=len(ranges)) as pool:
+            for stats in pool.map(one, ranges):
+                self.stats.merge(stats)
+
+
+class _OneAtATime:
+    """A point store whose calls, and each step of its scroll, take one lock."""
+
+    def __init__(self, inner: PointStore) -> None:
+        self._inner = inner
+        self._lock = threading.Lock()
+
+    def points(self, key_range: KeyRange | None = None) -> Iterator[Point]:
+        stream = self._inner.points(key_range)
+        while True:
+            with self._lock:
+                point = next(stream, None)
+            if point is None:
+                return
+            yield point
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
 
 
 def _chunk_streams(

@@ -34,6 +34,7 @@ from reconcile.repair import Plan, RepairOptions, Stop
 from reconcile.repair import repair as run_repair
 from reconcile.report import AuditReport, PrivateFile
 from reconcile.settings import Settings
+from reconcile.shards import parse_shard
 from reconcile.targets import Targets, parse_since
 from reconcile.undo import undo as run_undo
 
@@ -323,9 +324,18 @@ class Scope:
     ids_from: str | None
     since: str | None
     incremental: Path | None
+    shard: tuple[int, int] = (1, 1)
+
+    @property
+    def shard_label(self) -> str:
+        return "all" if self.shard == (1, 1) else f"{self.shard[0]}/{self.shard[1]}"
 
     def targets(self, settings: Settings) -> Targets | None:
         """None for a full scan; an incremental run without state yet is one too."""
+        if self.shard != (1, 1) and (
+            self.incremental or self.since or self.face_ids or self.point_ids or self.ids_from
+        ):
+            raise ConfigError("--shard slices a full scan: drop the ids, --since, --incremental")
         if self.incremental is not None:
             if self.since or self.face_ids or self.point_ids or self.ids_from:
                 raise ConfigError("--incremental chooses its own window: drop --since and ids")
@@ -364,8 +374,18 @@ def _scope_options(
         Path | None,
         typer.Option(help="State file: continue from where the last successful run started."),
     ] = None,
+    shard: Annotated[
+        str | None, typer.Option(help="Only the i-th of N equal slices of the point ids: i/N.")
+    ] = None,
 ) -> Scope:
-    return Scope(tuple(face_id or ()), tuple(point_id or ()), ids_from, since, incremental)
+    return Scope(
+        tuple(face_id or ()),
+        tuple(point_id or ()),
+        ids_from,
+        since,
+        incremental,
+        parse_shard(shard) if shard else (1, 1),
+    )
 
 
 with_scope = _option_group(_scope_options, "scope")
@@ -445,6 +465,9 @@ def audit(
     ] = False,
     max_duration: MaxDurationOption = None,
     fail_on: FailOnOption = None,
+    workers: Annotated[
+        int, typer.Option(help="Scan this many slices at once (Qdrant server only).")
+    ] = 1,
 ) -> None:
     """Stream both stores, merge-join them by point id, and report drift (exit 1 on drift)."""
     log.set_quiet(quiet)
@@ -463,7 +486,7 @@ def audit(
     targets = scope.targets(settings)
     deadline = None if max_duration is None else time.monotonic() + _positive(max_duration)
     with (
-        _run_lock(settings, "audit" if lock else None) as stores,
+        _run_lock(settings, scope.shard_label if lock else None) as stores,
         ui.progress("auditing", enabled=not quiet) as progress,
     ):
         report = run_audit(
@@ -474,6 +497,8 @@ def audit(
             targets=targets,
             stores=stores,
             deadline=deadline,
+            shard=scope.shard,
+            workers=workers,
         )
     _RUN.audit = report
     _show_audit(report, format, output)
@@ -515,17 +540,17 @@ def _positive(seconds: float) -> float:
 
 
 @contextmanager
-def _run_lock(settings: Settings, command: str | None) -> Iterator[Stores | None]:
+def _run_lock(settings: Settings, shard: str | None) -> Iterator[Stores | None]:
     """Take the run lock before Qdrant is opened, and give the command stores to use.
 
     The lock's name holds the table, the collection and the shard, so the shards of
     one job run side by side but no slice runs twice.
     """
-    if command is None:
+    if shard is None:
         yield None
         return
     postgres = Postgres(settings)
-    name = f"reconcile:{settings.table}:{settings.collection}:all"
+    name = f"reconcile:{settings.table}:{settings.collection}:{shard}"
     try:
         with advisory_lock(postgres, name), Stores(settings, postgres=postgres) as stores:
             yield stores
@@ -642,7 +667,7 @@ def repair(
     targets = scope.targets(settings)
     stop = Stop()
     # Targeted repairs rely on row locks alone; a dry run writes nothing.
-    lock = None if dry_run or targets is not None else "repair"
+    lock = None if dry_run or targets is not None else scope.shard_label
     with (
         _graceful(stop),
         _run_lock(settings, lock) as stores,
@@ -657,6 +682,7 @@ def repair(
             targets=targets,
             stop=stop,
             max_duration=None if max_duration is None else _positive(max_duration),
+            shard=scope.shard,
         )
     if format is Format.json:
         _emit(ui.to_json(report.to_json()), output)

@@ -102,8 +102,15 @@ class ScanStats:
     in_sync: int = 0
     skipped_recent: int = 0  # point ids whose rows changed within the grace window
 
+    def merge(self, other: ScanStats) -> None:
+        self.rows += other.rows
+        self.points += other.points
+        self.rows_without_point += other.rows_without_point
+        self.in_sync += other.in_sync
+        self.skipped_recent += other.skipped_recent
 
-def _key(point_id: PointId) -> tuple[bool, int, str]:
+
+def point_order(point_id: PointId) -> tuple[bool, int, str]:
     # Qdrant orders integer ids before UUIDs; lower-case UUID strings sort like
     # PostgreSQL's byte-wise uuid order, so one key orders both streams.
     if isinstance(point_id, str):
@@ -142,7 +149,7 @@ def _row_groups(rows: Iterable[Row], stats: ScanStats) -> Iterator[tuple[PointId
             stats.rows_without_point += 1
             continue
         if current is not None and row.point_id != current:
-            if _key(row.point_id) < _key(current):
+            if point_order(row.point_id) < point_order(current):
                 raise StreamOrderError(
                     f"PostgreSQL rows are not ascending by point id ({row.point_id!r} after "
                     f"{current!r}): check the point column's type and collation"
@@ -158,7 +165,7 @@ def _row_groups(rows: Iterable[Row], stats: ScanStats) -> Iterator[tuple[PointId
 def _checked_points(points: Iterable[Point], stats: ScanStats) -> Iterator[Point]:
     previous: PointId | None = None
     for point in points:
-        if previous is not None and _key(point.point_id) <= _key(previous):
+        if previous is not None and point_order(point.point_id) <= point_order(previous):
             raise StreamOrderError(
                 f"Qdrant points are not strictly ascending ({point.point_id!r} after "
                 f"{previous!r}): the scroll order is not what the merge needs"
@@ -234,7 +241,9 @@ def diff(
                 point = next(points_iter, None)
             group = next(groups, None)
             continue
-        if point is None or (group is not None and _key(group[0]) < _key(point.point_id)):
+        if point is None or (
+            group is not None and point_order(group[0]) < point_order(point.point_id)
+        ):
             assert group is not None
             point_id, rows_ = group
             if len(rows_) > 1:
@@ -242,7 +251,7 @@ def diff(
             else:
                 yield _missing(point_id, rows_[0], keys)
             group = next(groups, None)
-        elif group is None or _key(point.point_id) < _key(group[0]):
+        elif group is None or point_order(point.point_id) < point_order(group[0]):
             yield Drift(
                 Kind.ORPHAN_POINT,
                 point.point_id,

@@ -16,10 +16,11 @@ from uuid import UUID
 
 import qdrant_edge as edge
 
-from reconcile.diff import Point, PointId
+from reconcile.diff import Point, PointId, point_order
 from reconcile.errors import ConfigError, ReconcileError, StoreError
 from reconcile.qdrant import PayloadOp, SetKeys
 from reconcile.settings import Settings
+from reconcile.shards import KeyRange
 
 # `create` writes it, so its absence means "not an edge store"; checked before
 # `load`, which would otherwise leave a `segments/` directory in any folder it is given.
@@ -85,13 +86,14 @@ class EdgeQdrant:
             found, _ = self.shard.scroll(request)
         return bool(found)
 
-    def points(self) -> Iterator[Point]:
+    def points(self, key_range: KeyRange | None = None) -> Iterator[Point]:
         """Every point, ascending by id, one scroll page at a time.
 
         The engine orders ids as a Qdrant server does (integers first, then UUIDs
         in byte order) and pages from an inclusive offset, so nothing is re-sorted here.
         """
-        offset: PointId | None = None
+        key_range = key_range or KeyRange()
+        offset: PointId | None = key_range.low
         while True:
             request = edge.ScrollRequest(
                 offset=offset,
@@ -102,7 +104,12 @@ class EdgeQdrant:
             with self._errors("scrolling points"):
                 records, next_offset = self.shard.scroll(request)
             for record in records:
-                yield Point(_point_id(record.id), record.payload or {})
+                point = Point(_point_id(record.id), record.payload or {})
+                if key_range.high is not None and point_order(point.point_id) >= point_order(
+                    key_range.high
+                ):
+                    return  # the scroll is ascending: the rest belongs to later slices
+                yield point
             if next_offset is None:
                 return
             offset = _point_id(next_offset)

@@ -15,11 +15,15 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from reconcile.diff import Row
+from reconcile.diff import Row, point_order
 from reconcile.errors import ConfigError, LockHeld, StoreError
 from reconcile.settings import Settings, mask_url, sqlalchemy_url, table_parts
+from reconcile.shards import KeyRange
 
 POINT_TYPES = {"uuid", "smallint", "integer", "bigint"}
+# Rows per chunk of a scan, in pages: large enough that the query overhead is
+# small, small enough that each chunk is a short read.
+CHUNK_PAGES = 50
 TIME_TYPES = {"timestamp with time zone", "timestamp without time zone"}
 
 
@@ -200,16 +204,59 @@ class Postgres:
         window = sa.func.make_interval(0, 0, 0, 0, 0, 0, self.settings.min_age)
         return sa.func.coalesce(self._updated > sa.func.now() - window, False)
 
-    def rows(self) -> Iterator[Row]:
-        """Every row, ascending by point id (NULL point ids last), through a server-side cursor."""
-        stmt = (
-            sa.select(self._point, self._id, self._person, self._recent())
-            .order_by(self._point.asc().nulls_last())
-            .execution_options(yield_per=self.settings.page_size)
-        )
+    def rows(self, key_range: KeyRange | None = None) -> Iterator[Row]:
+        """Every row in the range, ascending by point id, in bounded chunks.
+
+        Each chunk is its own short read (keyset pagination on the point index), so
+        a scan of 10^8 rows never holds one snapshot for an hour: vacuum goes on,
+        no statement_timeout is hit, a replica does not cancel us. A chunk never
+        ends inside a point's rows: the rows of its last point are read whole, so
+        a point two rows name is still seen as one duplicate. Rows with a NULL
+        point id come last, in the first slice only.
+        """
+        key_range = key_range or KeyRange()
+        after: int | str | None = None
+        limit = self.settings.page_size * CHUNK_PAGES
+        base = sa.select(self._point, self._id, self._person, self._recent())
+        while True:
+            stmt = base.where(self._point.is_not(None))
+            if after is not None:
+                stmt = stmt.where(self._point > after)
+            elif key_range.low is not None:
+                stmt = stmt.where(self._point >= key_range.low)
+            if key_range.high is not None:
+                stmt = stmt.where(self._point < key_range.high)
+            # Rows of one point are held back until the next point starts, so that
+            # a chunk cut inside a point's rows can drop them and read them whole.
+            held: list[Row] = []
+            read = 0
+            for row in self._stream(stmt.order_by(self._point).limit(limit)):
+                read += 1
+                if held and row.point_id != held[0].point_id:
+                    yield from held
+                    held = []
+                held.append(row)
+            if read < limit:
+                yield from held
+                break
+            after = held[0].point_id
+            yield from self._stream(base.where(self._point == after))
+        if key_range.first:
+            yield from self._stream(base.where(self._point.is_(None)))
+
+    def _stream(self, stmt: sa.Select[Any]) -> Iterator[Row]:
+        """One short read: a transaction of its own, fetched page by page."""
         with self._errors("streaming rows"), self.engine.connect() as conn:
-            for point, face, person, recent in conn.execute(stmt):
+            result = conn.execution_options(yield_per=self.settings.page_size).execute(stmt)
+            for point, face, person, recent in result:
                 yield Row(_point_value(point), str(face), _point_value(person), recent)
+
+    def point_bounds(self) -> tuple[int, int] | None:
+        """min and max of an integer point column (index probes), None when empty."""
+        stmt = sa.select(sa.func.min(self._point), sa.func.max(self._point))
+        with self._errors("reading the point id range"), self.engine.connect() as conn:
+            low, high = conn.execute(stmt).one()
+        return None if low is None else (int(low), int(high))
 
     @contextmanager
     def transaction(self, lock_timeout: float, hold_limit: float) -> Iterator[sa.Connection]:
@@ -260,7 +307,7 @@ class Postgres:
         """Every row naming these points, ascending by point id, without locks."""
         with self._errors("looking up rows"), self.engine.connect() as conn:
             rows = self.select_rows(conn, point_ids, LockMode.NONE)
-        return sorted(rows, key=lambda r: point_order(r.point_id))
+        return sorted(rows, key=lambda r: point_order(r.point_id if r.point_id is not None else 0))
 
     def points_changed_since(self, since: datetime) -> Iterator[int | str]:
         """Point ids of rows updated at or after `since`, streamed."""
@@ -361,13 +408,6 @@ def _lock_holder(conn: sa.Connection, name: str) -> str | None:
         f"{holder.application_name or 'a session'} (server pid {holder.pid}{where}, "
         f"connected since {holder.backend_start:%Y-%m-%d %H:%M:%S %Z})"
     )
-
-
-def point_order(point_id: int | str | None) -> tuple[bool, int, str]:
-    """The merge's order: integer ids before UUIDs (see diff)."""
-    if isinstance(point_id, str):
-        return (True, 0, point_id)
-    return (False, point_id or 0, "")
 
 
 def _point_value(value: Any) -> int | str | None:

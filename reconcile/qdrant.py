@@ -13,9 +13,10 @@ import httpx
 from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import ApiException, UnexpectedResponse
 
-from reconcile.diff import Point
+from reconcile.diff import Point, point_order
 from reconcile.errors import ConfigError, StoreError
 from reconcile.settings import Settings
+from reconcile.shards import KeyRange
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ class PointStore(Protocol):
     def require_collection(self) -> None: ...
     def count(self) -> int: ...
     def has_key(self, key: str) -> bool: ...
-    def points(self) -> Iterator[Point]: ...
+    def points(self, key_range: KeyRange | None = None) -> Iterator[Point]: ...
     def facet_counts(self, key: str, at_least: int) -> dict[str, int]: ...
     def retrieve(self, point_ids: Sequence[int | str]) -> dict[int | str, dict[str, Any]]: ...
     def apply(self, ops: Sequence[PayloadOp]) -> None: ...
@@ -170,9 +171,10 @@ class Qdrant:
         )
         return bool(found)
 
-    def points(self) -> Iterator[Point]:
+    def points(self, key_range: KeyRange | None = None) -> Iterator[Point]:
         """Every point, ascending by id, one scroll page at a time."""
-        offset: models.ExtendedPointId | None = None
+        key_range = key_range or KeyRange()
+        offset: models.ExtendedPointId | None = key_range.low
         while True:
             records, next_offset = self._read(
                 "scrolling points",
@@ -186,7 +188,12 @@ class Qdrant:
                 ),
             )
             for record in records:
-                yield Point(_point_id(record.id), record.payload or {})
+                point = Point(_point_id(record.id), record.payload or {})
+                if key_range.high is not None and point_order(point.point_id) >= point_order(
+                    key_range.high
+                ):
+                    return  # the scroll is ascending: the rest belongs to later slices
+                yield point
             if next_offset is None:
                 return
             offset = next_offset

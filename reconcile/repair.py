@@ -266,16 +266,17 @@ class _Planner:
             persons=len(self.persons.keys() - {NO_PERSON}),
             requests=math.ceil(changes / options.batch_size),
             by_person=by_person[: options.top],
-            guard=_guard(report, changes, options.max_changes, report.scope != "full"),
+            guard=_guard(report, changes, options.max_changes, report.scope),
         )
 
 
-def _guard(report: AuditReport, changes: int, max_changes: str, targeted: bool) -> str | None:
+def _guard(report: AuditReport, changes: int, max_changes: str, scope: str) -> str | None:
     """Why this plan must not run, or None: a plan this large is a misconfiguration, not drift.
 
     A targeted run saw only the faces it was given, so neither an empty side nor a
     share of the collection means anything there: only an absolute limit applies.
     """
+    targeted = scope != "full" and not scope.startswith("shard")
     if targeted:
         if max_changes.strip().endswith("%"):
             return None
@@ -287,7 +288,8 @@ def _guard(report: AuditReport, changes: int, max_changes: str, targeted: bool) 
             )
         return None
     rows = report.rows - report.rows_without_point
-    if (rows == 0) != (report.points == 0):
+    # One slice of the ids may well be empty on one side; only a full scan tells.
+    if scope == "full" and (rows == 0) != (report.points == 0):
         return (
             f"the full scan found {rows:,} rows with a point in {report.table} and "
             f"{report.points:,} points in {report.collection}: one store is empty, which "
@@ -598,6 +600,7 @@ def repair(
     targets: Targets | None = None,
     stop: Stop | None = None,
     max_duration: float | None = None,
+    shard: tuple[int, int] = (1, 1),
 ) -> RepairReport:
     """Audit, plan, and (unless a dry run) apply the plan; see DESIGN.md for the protocol."""
     options = options or RepairOptions()
@@ -616,6 +619,7 @@ def repair(
             sink=planner,
             targets=targets,
             deadline=deadline,
+            shard=shard,
         )
         plan = planner.plan(report, options)
         tallies = Tallies()

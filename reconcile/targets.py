@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from reconcile.diff import Point, PointId, Row
+from reconcile.diff import Point, PointId, Row, point_order
 from reconcile.errors import ConfigError
-from reconcile.postgres import TIME_TYPES, Postgres, TableInfo, point_order
+from reconcile.postgres import TIME_TYPES, Postgres, TableInfo
 from reconcile.qdrant import PointStore
 
 _DURATION = re.compile(r"(\d+)\s*([smhdw])")

@@ -130,10 +130,10 @@ def test_postgres_connection_lost_mid_stream_is_exit_3(world: World) -> None:
     stores = world.stores(s)
     rows = stores.postgres.rows
 
-    def rows_then_cut() -> Iterator[Any]:
+    def rows_then_cut(*args: Any) -> Iterator[Any]:
         # Fault injection: terminate our own backend from another session after
         # the first page, as a failover or a network cut would.
-        for n, row in enumerate(rows()):
+        for n, row in enumerate(rows(*args)):
             if n == 10:
                 with psycopg.connect(world.url, autocommit=True) as killer:
                     killer.execute(
