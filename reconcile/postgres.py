@@ -276,6 +276,11 @@ class Postgres:
             )
             yield conn
 
+    def ping(self, conn: sa.Connection) -> None:
+        """Fail unless this transaction's session is still alive (and so its locks held)."""
+        with self._errors("checking the row locks are still held"):
+            conn.execute(sa.select(1))
+
     def select_rows(
         self, conn: sa.Connection, point_ids: list[int | str], lock: LockMode
     ) -> list[Row]:

@@ -467,7 +467,7 @@ class Repairer:
                 if self.hooks.before_write is not None:
                     self.hooks.before_write([w.point_id for w in writes])
                 if writes:
-                    self._write(number, writes, deadline, t)
+                    self._write(conn, number, writes, deadline, t)
         except StoreError as exc:
             # The batch's outcome is unknown: none of it counts as done. The
             # journal's change lines (if written) stay, with an outcome saying so.
@@ -523,7 +523,9 @@ class Repairer:
             writes.append(_Write(row, row.point_id, before, after, values, delete))
         return writes
 
-    def _write(self, number: int, writes: list[_Write], deadline: float, t: Tallies) -> None:
+    def _write(
+        self, conn: sa.Connection, number: int, writes: list[_Write], deadline: float, t: Tallies
+    ) -> None:
         """Journal, write, and verify, all under the batch's lock."""
         qd = self.stores.qdrant
         self.journal.changes(
@@ -542,6 +544,10 @@ class Repairer:
         error: str | None = None
         pending = writes
         for _attempt in range(2):
+            # A session the server ended (failover, a cut, idle timeout) has lost
+            # our row locks: one round trip right before each write makes sure we
+            # still hold them, narrowing that window to the write itself.
+            self.stores.postgres.ping(conn)
             if self.hooks.clock() >= deadline:
                 # Past the deadline the locks may not outlive a write: leave the
                 # rest for the next run rather than risk overwriting a newer value.

@@ -154,3 +154,28 @@ def test_debug_output_never_shows_the_api_key(world: World, failing_qdrant: str)
     assert result.returncode == 3
     assert "Traceback" in result.stderr
     assert "topsecret-key-42" not in result.stderr + result.stdout
+
+
+def test_postgres_lost_mid_batch_writes_nothing_and_exits_3(world: World) -> None:
+    from reconcile.repair import Hooks, RepairOptions, repair
+
+    p = world.person()
+    point = world.face(p, payload={})
+    s = world.settings()
+
+    def cut(point_ids: list[Any]) -> None:
+        # Fault injection: our batch's session dies between the recheck and the write.
+        with psycopg.connect(world.url, autocommit=True) as killer:
+            killer.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name LIKE 'reconcile%%' AND state LIKE 'idle in transaction%%'"
+            )
+
+    report = repair(
+        s,
+        RepairOptions(max_changes="100%", journal=world.qdrant_dir.parent / "j.jsonl"),
+        stores=world.stores(s),
+        hooks=Hooks(before_write=cut),
+    )
+    assert report.tallies.failed == 1 and report.exit_code == 3
+    assert "person_id" not in world.payload(point)  # the lock was gone: nothing written
