@@ -33,6 +33,7 @@ from reconcile.postgres import Postgres, advisory_lock
 from reconcile.repair import Plan, RepairOptions, Stop
 from reconcile.repair import repair as run_repair
 from reconcile.report import AuditReport, PrivateFile
+from reconcile.sample import sample_audit
 from reconcile.settings import Settings
 from reconcile.shards import parse_shard
 from reconcile.targets import Targets, parse_since
@@ -465,13 +466,30 @@ def audit(
     ] = False,
     max_duration: MaxDurationOption = None,
     fail_on: FailOnOption = None,
-    workers: Annotated[
-        int, typer.Option(help="Scan this many slices at once (Qdrant server only).")
-    ] = 1,
+    workers: Annotated[int, typer.Option(help="Scan this many slices at once.")] = 1,
+    sample: Annotated[
+        int | None, typer.Option(help="Check N random faces and N random points; estimate drift.")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of --sample, to repeat a sample.")] = None,
 ) -> None:
     """Stream both stores, merge-join them by point id, and report drift (exit 1 on drift)."""
     log.set_quiet(quiet)
     failing = _fail_on(fail_on)
+    if seed is not None and sample is None:
+        raise ConfigError("--seed goes with --sample N")
+    if sample is not None:
+        if counts or details or workers != 1 or scope != Scope((), (), None, None, None):
+            raise ConfigError(
+                "--sample estimates the whole stores: drop --counts, --details, --workers, "
+                "ids, --since, --incremental, --shard"
+            )
+        estimated = sample_audit(settings, sample, seed=seed)
+        if format is Format.json:
+            _emit(ui.to_json(estimated.to_json()), output)
+        else:
+            _render(lambda console: ui.render_sample(estimated, console), output)
+        seen = any(estimated.estimates[kind].hits for kind in failing)
+        raise typer.Exit(ExitCode.DRIFT if seen else ExitCode.OK)
     if counts:
         if scope.targets(settings) is not None:
             raise ConfigError(

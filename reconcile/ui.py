@@ -17,6 +17,7 @@ from reconcile.counts import CAVEAT, CountsReport
 from reconcile.diff import REPAIRABLE, Kind
 from reconcile.repair import Plan, RepairReport
 from reconcile.report import AuditReport
+from reconcile.sample import SampleReport
 from reconcile.undo import UndoReport
 
 _WHAT = {
@@ -220,3 +221,41 @@ def render_settings(rows: list[tuple[str, str, str]], console: Console) -> None:
     for name, value, source in rows:
         table.add_row(name, value, source)
     console.print(table)
+
+
+def render_sample(report: SampleReport, console: Console) -> None:
+    console.print(
+        f"Sampled {report.faces.sampled:,} of ~{report.faces.population:,} faces and "
+        f"{report.points.sampled:,} of ~{report.points.population:,} points "
+        f"(seed {report.seed}): estimates with {report.confidence:.0%} intervals, not counts"
+    )
+    table = Table(title="Estimated drift", title_justify="left")
+    for name, justify in (
+        ("kind", "left"),
+        ("hits / sampled", "right"),
+        ("rate", "right"),
+        ("95% interval", "right"),
+        ("estimated points", "right"),
+    ):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    rows = [(kind, e) for kind, e in report.estimates.items()]
+    rows.append(("drifted faces", report.drifted))
+    for kind, e in rows:
+        low, high = e.interval
+        est = e.to_json()
+        label = f"{kind} (of points)" if e.side == "points" else kind
+        table.add_row(
+            label,
+            f"{e.hits:,} / {e.sampled:,}",
+            f"{e.rate:.1%}",
+            f"{low:.1%} - {high:.1%}",
+            f"~{est['estimated']:,} ({est['estimated_low']:,}-{est['estimated_high']:,})",
+        )
+    console.print(table)
+    lost = report.faces.dropped_windows + report.points.dropped_windows
+    vanished = report.faces.vanished + report.points.vanished
+    if lost or vanished:
+        console.print(
+            f"note: {lost:,} over-full windows dropped, {vanished:,} drawn ids vanished meanwhile",
+            style="dim",
+        )

@@ -1,0 +1,297 @@
+"""Sampled audit: Wilson intervals, uniform draws, and coverage on a world of known drift."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from reconcile.audit import Stores
+from reconcile.diff import Kind, PointId
+from reconcile.edge import EdgeQdrant, create_edge_store, upsert
+from reconcile.errors import ConfigError
+from reconcile.sample import (
+    FACE_KINDS,
+    WINDOW_CAP,
+    SampleReport,
+    Window,
+    _draw,
+    sample_audit,
+    wilson,
+)
+from reconcile.settings import Settings
+from tests.world import SERVICE, World
+
+
+def test_wilson_known_values_and_edges() -> None:
+    low, high = wilson(10, 100)
+    assert low == pytest.approx(0.0552, abs=1e-4)
+    assert high == pytest.approx(0.1744, abs=1e-4)
+    assert wilson(0, 100)[0] == 0.0
+    assert wilson(0, 100)[1] == pytest.approx(1.96**2 / (100 + 1.96**2), rel=1e-3)
+    assert wilson(100, 100)[1] == 1.0
+    assert wilson(100, 100)[0] == pytest.approx(100 / (100 + 1.96**2), rel=1e-3)
+    assert wilson(1, 1)[0] == pytest.approx(0.2065, abs=1e-4)
+    assert wilson(1, 1)[1] == 1.0
+    assert wilson(0, 0) == (0.0, 1.0)  # no sample, no knowledge
+    low, high = wilson(50, 100)
+    assert low + high == pytest.approx(1.0)  # symmetric at one half
+    with pytest.raises(ValueError, match="successes"):
+        wilson(3, 2)
+    with pytest.raises(ValueError, match="successes"):
+        wilson(-1, 2)
+
+
+@pytest.mark.parametrize("n", [0, -1, 1_000_001])
+def test_sample_size_out_of_range_is_rejected(n: int) -> None:
+    # Rejected before any store is opened: these stores do not exist.
+    settings = Settings(database_url="postgresql://u@localhost/none", qdrant_path="/nonexistent")
+    with pytest.raises(ConfigError, match="--sample"):
+        sample_audit(settings, n)
+
+
+def _fake_fetch(ids: list[int]) -> Callable[[list[Window]], list[list[int] | None]]:
+    """The fetchers' contract over a list: each window's ids, None over the cap."""
+    ordered = sorted(ids)
+
+    def fetch(windows: list[Window]) -> list[list[int] | None]:
+        found = [[i for start, end in w for i in ordered if start <= i <= end] for w in windows]
+        return [ids if len(ids) <= WINDOW_CAP else None for ids in found]
+
+    return fetch
+
+
+def test_every_id_is_equally_likely_whatever_the_gaps() -> None:
+    # A dense cluster, lone ids after huge gaps, and both ends of the range: the
+    # "first id after a random point" draw would pick 10**6 some 900,000 times as
+    # often as 1; windows must pick each about equally often.
+    ids = [0, 1, 2, 3, 4, 10**5, 10**6, 10**6 + 1, 2 * 10**6]
+    drawn = _draw(random.Random(7), 90_000, (0, 2 * 10**6), len(ids), _fake_fetch(ids))
+    assert len(drawn.ids) == 90_000 and drawn.dropped == 0
+    counts = Counter(drawn.ids)
+    assert set(counts) == set(ids)
+    for i in ids:
+        assert 9_000 < counts[i] < 11_000, (i, counts[i])
+
+
+def test_a_stale_size_estimate_only_costs_pilot_windows() -> None:
+    ids = list(range(0, 20_000, 2))
+    # The estimate says 10 ids, there are 10,000: the first windows hold about
+    # 1,000 ids each, over the cap. Pilot rounds shrink them; their ids are not kept.
+    drawn = _draw(random.Random(3), 500, (0, 19_998), 10, _fake_fetch(ids))
+    assert len(drawn.ids) == 500
+    assert drawn.dropped > 0
+    assert drawn.windows < 800  # pilots, then about one window per id
+    assert len(set(drawn.ids)) > 400  # not a few clusters of neighbours
+
+
+def _uuid(rng: random.Random) -> str:
+    return str(uuid.UUID(int=rng.getrandbits(128), version=4))
+
+
+def _known_world(world: World) -> tuple[float, float]:
+    """360 faces, 72 (20%) missing their person; 40 of 400 points (10%) orphans."""
+    rng = random.Random(2024)
+    person = world.person()
+    missing = set(rng.sample(range(360), 72))
+    for i in range(360):
+        world.face(person, point_id=_uuid(rng), payload={} if i in missing else SERVICE)
+    for _ in range(40):
+        world.upsert(_uuid(rng), {"person_id": person})
+    world.conn.execute("ANALYZE face_instances")
+    return 72 / 360, 40 / 400
+
+
+def test_intervals_cover_the_true_rates(world: World) -> None:
+    # The issue's test: in at least 90% of 50 seeded samples the 95% interval
+    # holds the true rate. Each interval misses about 5% of the time, so even an
+    # exact sampler fails "45 of 50" on a few percent of worlds: ids and seeds are
+    # fixed to keep the test deterministic. (A "first id after a random point"
+    # sampler passes only on about 70% of such worlds; windows on about 92%.)
+    missing_rate, orphan_rate = _known_world(world)
+    settings = world.settings()
+    covered: Counter[str] = Counter()
+    with world.stores(settings) as stores:
+        for seed in range(50):
+            report = sample_audit(settings, 100, seed=seed, stores=stores)
+            assert report.faces.sampled == report.points.sampled == 100
+            assert report.faces.vanished == report.points.vanished == 0
+            assert report.faces.dropped_windows == report.points.dropped_windows == 0
+            missing = report.estimates[Kind.MISSING_PERSON]
+            orphans = report.estimates[Kind.ORPHAN_POINT]
+            low, high = missing.interval
+            covered["missing_person"] += low <= missing_rate <= high
+            low, high = orphans.interval
+            covered["orphan_point"] += low <= orphan_rate <= high
+            # No other kind exists in this world, so none may be seen.
+            seen = {k for k, e in report.estimates.items() if e.hits}
+            assert seen <= {"in_sync", "missing_person", "orphan_point"}
+            # Cost follows N: about one window per sampled id, plus the pilot.
+            assert report.faces.windows < 3 * 100 + 64
+    assert covered["missing_person"] >= 45, covered
+    assert covered["orphan_point"] >= 45, covered
+    assert report.faces.population == 360  # the planner's estimate, after ANALYZE
+    assert report.points.population == 400
+
+
+def test_same_seed_same_sample(world: World) -> None:
+    _known_world(world)
+    settings = world.settings()
+    with world.stores(settings) as stores:
+        first = sample_audit(settings, 50, seed=11, stores=stores).to_json()
+        again = sample_audit(settings, 50, seed=11, stores=stores).to_json()
+    for report in (first, again):
+        report.pop("duration_seconds")
+        report.pop("started_at")
+    assert first == again
+    assert first["seed"] == 11
+
+
+def test_sample_classifies_like_the_audit(world: World) -> None:
+    """On a tiny world a large sample sees exactly the kinds the full audit finds."""
+    world.loosen()
+    alice, bob = world.person(), world.person()
+    world.face(alice)
+    world.face(alice, payload={"is_assigned": False})  # missing_person
+    world.face(alice, payload={"person_id": bob, "is_assigned": True})  # wrong_person
+    world.face(None, payload={"person_id": bob, "is_assigned": True})  # stale_person
+    world.face(bob, payload={"person_id": bob})  # flag_mismatch
+    world.face(bob, point=False)  # missing_point
+    world.face(row=False, payload={"person_id": bob})  # orphan_point
+    shared = world.face(bob)
+    world.face(alice, point_id=shared, point=False)  # duplicate_point
+    settings = world.settings(flag_key="is_assigned")
+    full = world.audit(flag_key="is_assigned")
+    with world.stores(settings) as stores:
+        report = sample_audit(settings, 2_000, seed=5, stores=stores)
+    assert {k for k, e in report.estimates.items() if e.hits} == {
+        k for k, n in full.counts.items() if n
+    }
+    # Rows name seven points, one of each face-side kind, so each face-side kind is
+    # 1/7 of the table; one of the seven points is named by no row. Six standard
+    # errors of slack: this checks the classification, not the interval.
+    for kind in FACE_KINDS:
+        assert report.estimates[kind].rate == pytest.approx(1 / 7, abs=0.05), kind
+    assert report.estimates[Kind.ORPHAN_POINT].rate == pytest.approx(1 / 7, abs=0.05)
+    assert report.drift_seen > 0
+
+
+@pytest.mark.parametrize(("point_type", "spacing"), [("bigint", 1), ("integer", 997)])
+def test_integer_point_ids(pg_url: str, tmp_path: Path, point_type: str, spacing: int) -> None:
+    world = World(pg_url, tmp_path / "qdrant", point_type="bigint")
+    try:
+        # The demo schema knows bigint only; a narrower column must sample the same.
+        world.conn.execute(
+            f"ALTER TABLE face_instances ALTER COLUMN qdrant_point_id TYPE {point_type}"
+        )
+        person = world.person()
+        for i in range(30):
+            # 10 of 30 miss their person
+            world.face(person, point_id=1 + i * spacing, payload={} if i % 3 == 0 else SERVICE)
+        for i in range(5):
+            world.upsert(10**6 + i * spacing, {"person_id": person})  # orphans past the rows
+        settings = world.settings()
+        with world.stores(settings) as stores:
+            report = sample_audit(settings, 400, seed=1, stores=stores)
+    finally:
+        world.close()
+    assert report.faces.sampled == report.points.sampled == 400
+    # Four standard errors or more of slack: this checks that integer ids are drawn
+    # from the whole range of each store, orphans past the last row included.
+    assert report.estimates[Kind.MISSING_PERSON].rate == pytest.approx(1 / 3, abs=0.1)
+    assert report.estimates[Kind.ORPHAN_POINT].rate == pytest.approx(5 / 35, abs=0.1)
+    assert report.estimates[Kind.IN_SYNC].hits + report.estimates[Kind.MISSING_PERSON].hits == 400
+
+
+def test_sampling_a_qdrant_edge_store(world: World, tmp_path: Path) -> None:
+    """The in-process engine of the scale benchmark: scrolls from offsets, approximate count."""
+    rng = random.Random(99)
+    person = world.person()
+    points: list[tuple[PointId, dict[str, Any]]] = []
+    for i in range(300):
+        point_id = _uuid(rng)
+        world.face(person, point_id=point_id, point=False)
+        points.append((point_id, {} if i % 5 == 0 else {"person_id": person}))
+    points += [(_uuid(rng), {"person_id": person}) for _ in range(30)]
+    shard = create_edge_store(tmp_path / "edge", 4)
+    upsert(shard, points, 4)
+    settings = world.settings()
+    with Stores(settings, qdrant=EdgeQdrant(settings, tmp_path / "edge", shard)) as stores:
+        report = sample_audit(settings, 300, seed=4, stores=stores)
+        stores.qdrant.close()
+    assert report.faces.sampled == report.points.sampled == 300
+    assert report.points.population == 330
+    assert report.estimates[Kind.MISSING_PERSON].rate == pytest.approx(0.2, abs=0.1)
+    assert report.estimates[Kind.ORPHAN_POINT].rate == pytest.approx(30 / 330, abs=0.08)
+    assert {k for k, e in report.estimates.items() if e.hits} == {
+        "in_sync",
+        "missing_person",
+        "orphan_point",
+    }
+
+
+def test_empty_stores_sample_nothing(world: World) -> None:
+    settings = world.settings()
+    with world.stores(settings) as stores:
+        report = sample_audit(settings, 10, seed=0, stores=stores)
+    assert report.faces.sampled == report.points.sampled == 0
+    assert report.estimates[Kind.MISSING_PERSON].interval == (0.0, 1.0)
+    assert report.drift_seen == 0
+
+
+def test_json_shape(world: World) -> None:
+    _known_world(world)
+    settings = world.settings()
+    with world.stores(settings) as stores:
+        report: SampleReport = sample_audit(settings, 20, seed=3, stores=stores)
+    data = report.to_json()
+    assert data["scope"] == "sample" and data["seed"] == 3 and data["confidence"] == 0.95
+    assert list(data["estimates"]) == [kind.value for kind in Kind]
+    assert data["estimates"]["orphan_point"]["side"] == "points"
+    assert data["estimates"]["missing_person"]["side"] == "faces"
+    entry = data["estimates"]["missing_person"]
+    assert set(entry) == {
+        "side",
+        "hits",
+        "sampled",
+        "rate",
+        "low",
+        "high",
+        "estimated",
+        "estimated_low",
+        "estimated_high",
+    }
+    assert entry["estimated_low"] <= entry["estimated"] <= entry["estimated_high"]
+    assert set(data["faces"]) == {
+        "requested",
+        "sampled",
+        "population_estimate",
+        "windows",
+        "dropped_windows",
+        "vanished",
+    }
+    assert data["drift_seen"] == report.drift_seen
+
+
+def test_cli_sample(world: World) -> None:
+    import json
+
+    from tests.conftest import run_cli
+
+    p = world.person()
+    for _ in range(20):
+        world.face(p, payload={})
+    env = world.env()
+    result = run_cli("audit", "--sample", "30", "--seed", "3", "--format", "json", env=env)
+    assert result.returncode == 1, result.stderr
+    data = json.loads(result.stdout)
+    assert data["seed"] == 3 and data["estimates"]["missing_person"]["rate"] == 1.0
+    table = run_cli("audit", "--sample", "30", env=env)
+    assert "95% interval" in table.stdout
+    assert run_cli("audit", "--seed", "3", env=env).returncode == 2
+    assert run_cli("audit", "--sample", "0", env=env).returncode == 2
