@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -10,7 +11,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from reconcile.diff import Drift, Keys, Point, Row, ScanStats, diff
 from reconcile.errors import ConfigError
@@ -165,7 +166,8 @@ def audit(
             if workers == 1:
                 for key_range in ranges:
                     points = _timed(_counting(s.qdrant.points(key_range), progress), deadline)
-                    scan.run(iter([(s.postgres.rows(key_range), points)]), deadline)
+                    rows = prefetched(s.postgres.rows(key_range))
+                    scan.run(iter([(rows, points)]), deadline)
             else:
                 # A server's client is thread-safe; an in-process engine (local mode,
                 # edge) is not, and gains nothing from threads under the GIL anyway:
@@ -270,6 +272,58 @@ def _chunk_streams(
     for chunk in chunks:
         unknown.extend(chunk.unknown)
         yield iter(chunk.rows), iter(chunk.points)
+
+
+T = TypeVar("T")
+_DONE = object()
+
+
+def prefetched(items: Iterator[T], batch: int = 1000, depth: int = 8) -> Iterator[T]:
+    """Read `items` in a background thread, `depth` batches ahead (bounded memory).
+
+    PostgreSQL's network waits and row decoding then overlap with the Qdrant
+    scroll and the merge in this thread. The producer stops when the consumer
+    does (closing the generator), and its errors are raised here.
+    """
+    pipe: queue.Queue[object] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(value: object) -> bool:
+        while not stop.is_set():
+            try:
+                pipe.put(value, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def fill() -> None:
+        try:
+            chunk: list[T] = []
+            for item in items:
+                chunk.append(item)
+                if len(chunk) == batch:
+                    if not put(chunk):
+                        return
+                    chunk = []
+            if put(chunk):
+                put(_DONE)
+        except BaseException as exc:  # handed to the consumer, raised there
+            put(exc)
+
+    thread = threading.Thread(target=fill, name="reconcile-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            got = pipe.get()
+            if got is _DONE:
+                return
+            if isinstance(got, BaseException):
+                raise got
+            yield from cast(list[T], got)
+    finally:
+        stop.set()
+        thread.join(timeout=5)
 
 
 class _TimeUp(Exception):
