@@ -139,40 +139,48 @@ def classify(row: Row, payload: Mapping[str, Any], keys: Keys) -> Kind:
     return Kind.IN_SYNC
 
 
-def _row_groups(rows: Iterable[Row], stats: ScanStats) -> Iterator[tuple[PointId, list[Row]]]:
-    """Rows grouped by point id, checking the stream is ascending."""
+Key = tuple[bool, int, str]
+
+
+def _row_groups(rows: Iterable[Row], stats: ScanStats) -> Iterator[tuple[Key, PointId, list[Row]]]:
+    """Rows grouped by point id with the group's order key, checking the stream ascends."""
     current: PointId | None = None
+    current_key: Key = (False, 0, "")
     group: list[Row] = []
     for row in rows:
         stats.rows += 1
-        if row.point_id is None:
+        point_id = row.point_id
+        if point_id is None:
             stats.rows_without_point += 1
             continue
-        if current is not None and row.point_id != current:
-            if point_order(row.point_id) < point_order(current):
-                raise StreamOrderError(
-                    f"PostgreSQL rows are not ascending by point id ({row.point_id!r} after "
-                    f"{current!r}): check the point column's type and collation"
-                )
-            yield current, group
-            group = []
-        current = row.point_id
+        if point_id != current:
+            key = point_order(point_id)
+            if current is not None:
+                if key < current_key:
+                    raise StreamOrderError(
+                        f"PostgreSQL rows are not ascending by point id ({point_id!r} after "
+                        f"{current!r}): check the point column's type and collation"
+                    )
+                yield current_key, current, group
+                group = []
+            current, current_key = point_id, key
         group.append(row)
     if current is not None:
-        yield current, group
+        yield current_key, current, group
 
 
-def _checked_points(points: Iterable[Point], stats: ScanStats) -> Iterator[Point]:
-    previous: PointId | None = None
+def _checked_points(points: Iterable[Point], stats: ScanStats) -> Iterator[tuple[Key, Point]]:
+    previous: Key | None = None
     for point in points:
-        if previous is not None and point_order(point.point_id) <= point_order(previous):
+        key = point_order(point.point_id)
+        if previous is not None and key <= previous:
             raise StreamOrderError(
-                f"Qdrant points are not strictly ascending ({point.point_id!r} after "
-                f"{previous!r}): the scroll order is not what the merge needs"
+                f"Qdrant points are not strictly ascending ({point.point_id!r} after an id "
+                "not below it): the scroll order is not what the merge needs"
             )
         stats.points += 1
-        previous = point.point_id
-        yield point
+        previous = key
+        yield key, point
 
 
 def _label(value: Any) -> str:
@@ -229,29 +237,30 @@ def diff(
     Each distinct point id gets exactly one kind; in-sync points are only counted
     in `stats`, so a clean collection costs no allocation per point.
     """
+    # Each id's order key is computed once, where its stream is checked: the loop
+    # below compares keys for every point of the collection.
     groups = _row_groups(rows, stats)
     points_iter = _checked_points(points, stats)
     group = next(groups, None)
-    point = next(points_iter, None)
-    while group is not None or point is not None:
-        if group is not None and any(row.recent for row in group[1]):
+    current = next(points_iter, None)
+    while group is not None or current is not None:
+        if group is not None and any(row.recent for row in group[2]):
             # An application write may be in flight for this face: judge it next run.
             stats.skipped_recent += 1
-            if point is not None and point.point_id == group[0]:
-                point = next(points_iter, None)
+            if current is not None and current[0] == group[0]:
+                current = next(points_iter, None)
             group = next(groups, None)
             continue
-        if point is None or (
-            group is not None and point_order(group[0]) < point_order(point.point_id)
-        ):
+        if current is None or (group is not None and group[0] < current[0]):
             assert group is not None
-            point_id, rows_ = group
+            _, point_id, rows_ = group
             if len(rows_) > 1:
                 yield _duplicate(point_id, rows_, None, keys)
             else:
                 yield _missing(point_id, rows_[0], keys)
             group = next(groups, None)
-        elif group is None or point_order(point.point_id) < point_order(group[0]):
+        elif group is None or current[0] < group[0]:
+            point = current[1]
             yield Drift(
                 Kind.ORPHAN_POINT,
                 point.point_id,
@@ -260,9 +269,10 @@ def diff(
                 keys.actual(point.payload),
                 None,
             )
-            point = next(points_iter, None)
+            current = next(points_iter, None)
         else:
-            point_id, rows_ = group
+            _, point_id, rows_ = group
+            point = current[1]
             drift = (
                 _duplicate(point_id, rows_, point, keys)
                 if len(rows_) > 1
@@ -273,4 +283,4 @@ def diff(
             else:
                 yield drift
             group = next(groups, None)
-            point = next(points_iter, None)
+            current = next(points_iter, None)
