@@ -245,6 +245,11 @@ def test_repair_guard_exits_4(world: World) -> None:
         (["--batch-size", "99999999"], "--batch-size 99999999 is out of range"),
         (["--max-changes", "lots"], "--max-changes 'lots' is not a number"),
         (["--lock-timeout", "-1"], "--lock-timeout -1.0 is out of range"),
+        (["--rate", "0"], "--rate 0.0 is out of range"),
+        (["--rate", "1e9"], "--rate 1000000000.0 is out of range"),
+        (["--max-duration", "-5"], "--max-duration -5.0 is out of range"),
+        (["--fail-on", "nonsense"], "--fail-on 'nonsense' names no drift kind"),
+        (["--shard", "3/2"], "--shard '3/2' is not i/N"),
     ],
 )
 def test_repair_rejects_bad_numbers(world: World, args: list[str], pattern: str) -> None:
