@@ -1,7 +1,7 @@
 """The scale suite: audit, reads, repair, targeted and sampled checks at 100k and 1M faces.
 
-    .venv/bin/python bench/suite.py [--sizes 100000,1000000] [--drift 0.01] [--no-keep]
-                                    [--markdown FILE] [--no-profile]
+    .venv/bin/python bench/suite.py [--sizes 100000,1000000] [--drift 0.01] [--repeat 3,2]
+                                    [--no-keep] [--markdown FILE] [--no-profile]
 
 Worlds (bench/worlds.py) live under bench/.worlds/ and are reused while their
 manifest and row count still match (`--no-keep` deletes them at the end). The
@@ -14,7 +14,8 @@ measurement's heap growth cannot hide the next one's, and memory is measured
 above the level the process holds once the edge store is open: RssAnon from
 /proc/self/status sampled every few milliseconds, and the Python heap's peak
 via tracemalloc in a separate, traced run. Prints numbers; asserts only that
-every audit found exactly the drift the world was built with.
+every audit (and the bench's own prototypes) found exactly the drift the world
+was built with. The profile uses py-spy when installed, else pyinstrument.
 """
 
 from __future__ import annotations
