@@ -36,6 +36,7 @@ import psycopg
 from psycopg import sql
 
 from reconcile.demo import create_schema
+from reconcile.diff import Kind
 from reconcile.edge import create_edge_store, upsert
 
 GENERATOR_VERSION = 2
@@ -68,16 +69,7 @@ KIND_OF = {
     "person_key_deleted": "missing_person",
     "extra_point": "orphan_point",
 }
-ALL_KINDS = (
-    "in_sync",
-    "missing_person",
-    "wrong_person",
-    "stale_person",
-    "flag_mismatch",
-    "missing_point",
-    "orphan_point",
-    "duplicate_point",
-)
+ALL_KINDS = tuple(kind.value for kind in Kind)
 _CREATED = "2025-05-01 00:00:00+00"
 _DRIFTED = "2025-05-20 00:00:00+00"
 

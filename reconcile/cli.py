@@ -25,7 +25,7 @@ from reconcile.audit import Stores
 from reconcile.audit import audit as run_audit
 from reconcile.audit import check as run_check
 from reconcile.counts import compare_counts
-from reconcile.diff import Kind
+from reconcile.diff import DRIFT_KINDS
 from reconcile.errors import ConfigError, ExitCode, Interrupted, ReconcileError
 from reconcile.incremental import load_since, save
 from reconcile.metrics import write_metrics
@@ -532,9 +532,6 @@ def audit(
     )
     drifting = any(report.counts[kind] for kind in failing)
     raise typer.Exit(ExitCode.DRIFT if drifting or not report.complete else ExitCode.OK)
-
-
-DRIFT_KINDS = [kind.value for kind in Kind if kind is not Kind.IN_SYNC]
 
 
 def _fail_on(text: str | None) -> frozenset[str]:

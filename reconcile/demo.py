@@ -27,17 +27,9 @@ import psycopg
 from psycopg import sql
 from qdrant_client import QdrantClient, models
 
+from reconcile.diff import DRIFT_KINDS
 from reconcile.errors import ConfigError
 
-DRIFT_KINDS = (
-    "missing_person",
-    "wrong_person",
-    "stale_person",
-    "flag_mismatch",
-    "missing_point",
-    "orphan_point",
-    "duplicate_point",
-)
 FLAG_KEY = "is_assigned"
 MIN_FACES = 100
 # The tool never reads vectors, so the demo keeps them tiny: it is the payloads

@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from reconcile.errors import StreamOrderError
 
 PointId = int | str
+T = TypeVar("T")
 
 
 class Kind(StrEnum):
@@ -25,6 +26,7 @@ class Kind(StrEnum):
     DUPLICATE_POINT = "duplicate_point"
 
 
+DRIFT_KINDS = tuple(kind.value for kind in Kind if kind is not Kind.IN_SYNC)
 REPAIRABLE = frozenset(
     {Kind.MISSING_PERSON, Kind.WRONG_PERSON, Kind.STALE_PERSON, Kind.FLAG_MISMATCH}
 )
@@ -108,6 +110,18 @@ class ScanStats:
         self.rows_without_point += other.rows_without_point
         self.in_sync += other.in_sync
         self.skipped_recent += other.skipped_recent
+
+
+def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """Lists of `size` items (the last may be shorter); itertools.batched is 3.12+."""
+    batch: list[T] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def point_order(point_id: PointId) -> tuple[bool, int, str]:

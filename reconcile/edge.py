@@ -16,7 +16,7 @@ from uuid import UUID
 
 import qdrant_edge as edge
 
-from reconcile.diff import Point, PointId, point_order
+from reconcile.diff import Point, PointId
 from reconcile.errors import ConfigError, ReconcileError, StoreError
 from reconcile.qdrant import PayloadOp, SetKeys
 from reconcile.settings import Settings
@@ -105,9 +105,7 @@ class EdgeQdrant:
                 records, next_offset = self.shard.scroll(request)
             for record in records:
                 point = Point(_point_id(record.id), record.payload or {})
-                if key_range.high is not None and point_order(point.point_id) >= point_order(
-                    key_range.high
-                ):
+                if key_range.beyond(point.point_id):
                     return  # the scroll is ascending: the rest belongs to later slices
                 yield point
             if next_offset is None:

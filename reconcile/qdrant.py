@@ -13,7 +13,7 @@ import httpx
 from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import ApiException, UnexpectedResponse
 
-from reconcile.diff import Point, point_order
+from reconcile.diff import Point
 from reconcile.errors import ConfigError, StoreError
 from reconcile.settings import Settings
 from reconcile.shards import KeyRange
@@ -189,9 +189,7 @@ class Qdrant:
             )
             for record in records:
                 point = Point(_point_id(record.id), record.payload or {})
-                if key_range.high is not None and point_order(point.point_id) >= point_order(
-                    key_range.high
-                ):
+                if key_range.beyond(point.point_id):
                     return  # the scroll is ascending: the rest belongs to later slices
                 yield point
             if next_offset is None:

@@ -21,7 +21,7 @@ from typing import IO, Any
 import sqlalchemy as sa
 
 from reconcile.audit import Progress, Stores, audit, using
-from reconcile.diff import REPAIRABLE, Drift, Keys, Kind, PointId, Row, classify
+from reconcile.diff import REPAIRABLE, Drift, Keys, Kind, PointId, Row, batched, classify
 from reconcile.errors import ConfigError, GuardError, StoreError
 from reconcile.journal import JournalWriter, NullJournal, default_path
 from reconcile.postgres import LockMode
@@ -307,14 +307,7 @@ def _guard(report: AuditReport, changes: int, max_changes: str, scope: str) -> s
 
 def _batches(spill: IO[str], size: int) -> Iterator[list[dict[str, Any]]]:
     spill.seek(0)
-    batch: list[dict[str, Any]] = []
-    for line in spill:
-        batch.append(json.loads(line))
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+    return batched((json.loads(line) for line in spill), size)
 
 
 def target(row: Row, before: dict[str, Any], keys: Keys) -> tuple[dict[str, Any], bool]:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from reconcile.diff import Point, PointId, Row, point_order
+from reconcile.diff import Point, PointId, Row, batched, point_order
 from reconcile.errors import ConfigError
 from reconcile.postgres import TIME_TYPES, Postgres, TableInfo
 from reconcile.qdrant import PointStore
@@ -97,17 +97,6 @@ def _face_ids(targets: Targets) -> Iterator[str]:
                 yield from (line.strip() for line in f if line.strip())
 
 
-def _batched(items: Iterable[str], size: int) -> Iterator[list[str]]:
-    batch: list[str] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
 class Lookup:
     """Reads the targeted faces chunk by chunk; remembers the points already merged."""
 
@@ -121,9 +110,9 @@ class Lookup:
         self.seen: set[PointId] = set()
 
     def by_ids(self, targets: Targets) -> Iterator[Chunk]:
-        for batch in _batched(_face_ids(targets), self.size):
+        for batch in batched(_face_ids(targets), self.size):
             yield self._faces(batch)
-        for batch in _batched(targets.point_ids, self.size):
+        for batch in batched(targets.point_ids, self.size):
             points: list[PointId] = []
             unknown: list[str] = []
             for raw in batch:

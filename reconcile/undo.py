@@ -5,13 +5,13 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from reconcile.audit import Progress, Stores, using
-from reconcile.diff import Keys, PointId, Row
+from reconcile.diff import Keys, PointId, Row, batched
 from reconcile.errors import ConfigError, StoreError
 from reconcile.journal import JournalReader
 from reconcile.qdrant import DeleteKeys, PayloadOp, SetKeys
@@ -86,17 +86,6 @@ def _restored(actual: dict[str, Any], before: dict[str, Any]) -> bool:
     return same(_without_nulls(actual), _without_nulls(before))
 
 
-def _batches(changes: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
-    batch: list[dict[str, Any]] = []
-    for change in changes:
-        batch.append(change)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
 def undo(
     settings: Settings,
     journal: Path,
@@ -129,7 +118,7 @@ def undo(
     with using(settings, stores) as s:
         s.postgres.inspect()
         s.qdrant.require_collection()
-        for batch in _batches(reader.changes(), options.batch_size):
+        for batch in batched(reader.changes(), options.batch_size):
             _undo_batch(s, batch, keys, options, report, dry_run)
             if progress is not None:
                 progress(report.points)
