@@ -140,7 +140,7 @@ def audit(
         raise ConfigError("--workers slices a full scan: drop the ids, --since, --incremental")
     started = time.monotonic()
     keys = Keys(settings.person_key, settings.flag_key)
-    scan = _Scan(keys, sink)
+    scan = _Scan(keys, sink, top)
     unknown: list[str] = []
     with using(settings, stores) as s, ExitStack() as stack:
         table = s.postgres.inspect()
@@ -183,6 +183,9 @@ def audit(
         rows_without_point=stats.rows_without_point,
         counts=tally.counts(stats),
         top_persons=tally.top(top),
+        top_persons_exact=tally.persons.exact,
+        top_persons_error=tally.errors(top),
+        persons_capacity=tally.persons.capacity,
         duration_seconds=time.monotonic() - started,
         details=None if details is None else str(details),
         scope=scope,
@@ -196,12 +199,12 @@ def audit(
 class _Scan:
     """Counts drift from merged streams; several slices may feed it, from threads."""
 
-    def __init__(self, keys: Keys, sink: Callable[[Drift], None] | None) -> None:
+    def __init__(self, keys: Keys, sink: Callable[[Drift], None] | None, top: int) -> None:
         self.keys = keys
         self.sink = sink
         self.out: PrivateFile | None = None
         self.stats = ScanStats()
-        self.tally = Tally()
+        self.tally = Tally(top)
         self.complete = True
         self._lock = threading.Lock()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 import json
 import os
 import tempfile
@@ -36,6 +37,11 @@ class AuditReport:
     started_at: datetime | None = None  # the database's clock when the run began
     skipped_recent: int = 0  # in the grace window: neither counted as drift nor repaired
     complete: bool = True  # False when --max-duration stopped the scan early
+    # False when more persons drifted than Tally keeps counters for: the counts in
+    # top_persons are then upper bounds, each at most top_persons_error[person] too high.
+    top_persons_exact: bool = True
+    top_persons_error: dict[str, int] = field(default_factory=dict)
+    persons_capacity: int = 0  # how many per-person counters the audit kept
 
     @property
     def drifted(self) -> int:
@@ -58,7 +64,11 @@ class AuditReport:
             "counts": dict(self.counts),
             "drifted": self.drifted,
             "repairable": self.repairable,
-            "top_persons": [{"person_id": p, "drifted": n} for p, n in self.top_persons],
+            "top_persons": [
+                {"person_id": p, "drifted": n, "error": self.top_persons_error.get(p, 0)}
+                for p, n in self.top_persons
+            ],
+            "top_persons_exact": self.top_persons_exact,
             "duration_seconds": round(self.duration_seconds, 3),
             "details": self.details,
             "scope": self.scope,
@@ -69,17 +79,93 @@ class AuditReport:
         }
 
 
-@dataclass
-class Tally:
-    """Counts a drift stream by kind and by charged person, in O(persons) memory."""
+def person_capacity(top: int) -> int:
+    """How many per-person counters an audit keeps, whatever the size of the table.
 
-    kinds: Counter[Kind] = field(default_factory=Counter)
-    persons: Counter[str] = field(default_factory=Counter)
+    Space-Saving overcounts by at most N/capacity (N: drifts charged to persons):
+    100 counters per listed person make that a hundredth of N/top, small beside the
+    count of any listed person with a real share of the drift. At least 1000, so
+    that the usual audit (fewer drifted persons than that) is counted exactly. A
+    counter with its UUID key costs about 260 bytes (measured with tracemalloc):
+    1000 are about 0.3 MB.
+    """
+    return max(1000, 100 * top)
+
+
+class SpaceSaving:
+    """Approximate counts of the most frequent keys in `capacity` counters.
+
+    Space-Saving (Metwally, Agrawal, El Abbadi 2005) with its stream summary: the
+    keys are bucketed by count and the smallest count is tracked, so an update is
+    O(1). When all counters are taken, a new key replaces the oldest key of the
+    smallest count and inherits that count as its `error`: its true count lies in
+    [count - error, count], and every key seen more than N/capacity times is kept.
+    Until the first replacement (`exact`), the counts are exact.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity {capacity} must be at least 1")
+        self.capacity = capacity
+        self.total = 0
+        self.exact = True
+        self._count: dict[str, int] = {}
+        self._error: dict[str, int] = {}
+        # count -> keys of that count, oldest first (dicts keep insertion order), so
+        # that which key is replaced depends only on the order of the stream.
+        self._buckets: dict[int, dict[str, None]] = {}
+        self._min = 0
+
+    def __len__(self) -> int:
+        return len(self._count)
+
+    def add(self, key: str) -> None:
+        self.total += 1
+        count = self._count.get(key)
+        if count is not None:
+            self._leave(key, count)
+        elif len(self._count) < self.capacity:
+            count = 0
+            self._error[key] = 0
+        else:
+            count = self._min
+            victim = next(iter(self._buckets[count]))
+            self._leave(victim, count)
+            del self._count[victim], self._error[victim]
+            self._error[key] = count
+            self.exact = False
+        self._count[key] = count + 1
+        self._buckets.setdefault(count + 1, {})[key] = None
+        # A new key's 1 is the smallest count; else the minimum moves up only when
+        # its last key left its bucket.
+        if count == 0 or (count == self._min and count not in self._buckets):
+            self._min = count + 1
+
+    def _leave(self, key: str, count: int) -> None:
+        bucket = self._buckets[count]
+        del bucket[key]
+        if not bucket:
+            del self._buckets[count]
+
+    def top(self, n: int) -> list[tuple[str, int]]:
+        # Ties are broken by key so that two runs print the same list.
+        return heapq.nsmallest(n, self._count.items(), key=lambda item: (-item[1], item[0]))
+
+    def error(self, key: str) -> int:
+        return self._error.get(key, 0)
+
+
+class Tally:
+    """Counts a drift stream by kind and by charged person, in bounded memory."""
+
+    def __init__(self, top: int = 10, capacity: int | None = None) -> None:
+        self.kinds: Counter[Kind] = Counter()
+        self.persons = SpaceSaving(person_capacity(top) if capacity is None else capacity)
 
     def add(self, drift: Drift) -> None:
         self.kinds[drift.kind] += 1
         if drift.person is not None:
-            self.persons[drift.person] += 1
+            self.persons.add(drift.person)
 
     def counts(self, stats: ScanStats) -> dict[str, int]:
         counts = {kind.value: self.kinds[kind] for kind in Kind}
@@ -87,8 +173,11 @@ class Tally:
         return counts
 
     def top(self, n: int) -> list[tuple[str, int]]:
-        # Ties are broken by person id so that two runs print the same list.
-        return sorted(self.persons.items(), key=lambda item: (-item[1], item[0]))[:n]
+        return self.persons.top(n)
+
+    def errors(self, n: int) -> dict[str, int]:
+        """The overcount of each of the `n` top persons (all 0 while exact)."""
+        return {p: self.persons.error(p) for p, _ in self.top(n)}
 
 
 class PrivateFile:

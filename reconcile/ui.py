@@ -80,6 +80,16 @@ def render_audit(report: AuditReport, console: Console) -> None:
         for person, n in report.top_persons:
             persons.add_row(person, f"{n:,}")
         console.print(persons)
+        if not report.top_persons_exact:
+            most = max(report.top_persons_error.values(), default=0)
+            bound = (
+                "still exact"
+                if most == 0
+                else f"upper bounds, each at most {most:,} too high (its error in --format json)"
+            )
+            console.print(
+                f"more than {report.persons_capacity:,} persons drifted: these counts are {bound}"
+            )
     if report.details:
         console.print(f"details: {report.details}")
 
