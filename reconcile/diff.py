@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from reconcile.errors import StreamOrderError
 
@@ -51,8 +51,9 @@ class Keys:
         return {k: payload[k] for k in (self.person, self.flag) if k is not None and k in payload}
 
 
-@dataclass(frozen=True, slots=True)
-class Row:
+# Row and Point are named tuples rather than dataclasses: a million of each are
+# built per million faces, and a tuple is built in a third of the time.
+class Row(NamedTuple):
     """One face row; `person_id` is already the canonical payload value (lower-case UUID)."""
 
     point_id: PointId | None
@@ -61,8 +62,7 @@ class Row:
     recent: bool = False  # changed within the grace window: not judged, not repaired
 
 
-@dataclass(frozen=True, slots=True)
-class Point:
+class Point(NamedTuple):
     """One Qdrant point with only the configured payload keys."""
 
     point_id: PointId
@@ -153,50 +153,6 @@ def classify(row: Row, payload: Mapping[str, Any], keys: Keys) -> Kind:
     return Kind.IN_SYNC
 
 
-Key = tuple[bool, int, str]
-
-
-def _row_groups(rows: Iterable[Row], stats: ScanStats) -> Iterator[tuple[Key, PointId, list[Row]]]:
-    """Rows grouped by point id with the group's order key, checking the stream ascends."""
-    current: PointId | None = None
-    current_key: Key = (False, 0, "")
-    group: list[Row] = []
-    for row in rows:
-        stats.rows += 1
-        point_id = row.point_id
-        if point_id is None:
-            stats.rows_without_point += 1
-            continue
-        if point_id != current:
-            key = point_order(point_id)
-            if current is not None:
-                if key < current_key:
-                    raise StreamOrderError(
-                        f"PostgreSQL rows are not ascending by point id ({point_id!r} after "
-                        f"{current!r}): check the point column's type and collation"
-                    )
-                yield current_key, current, group
-                group = []
-            current, current_key = point_id, key
-        group.append(row)
-    if current is not None:
-        yield current_key, current, group
-
-
-def _checked_points(points: Iterable[Point], stats: ScanStats) -> Iterator[tuple[Key, Point]]:
-    previous: Key | None = None
-    for point in points:
-        key = point_order(point.point_id)
-        if previous is not None and key <= previous:
-            raise StreamOrderError(
-                f"Qdrant points are not strictly ascending ({point.point_id!r} after an id "
-                "not below it): the scroll order is not what the merge needs"
-            )
-        stats.points += 1
-        previous = key
-        yield key, point
-
-
 def _label(value: Any) -> str:
     return value if isinstance(value, str) else repr(value)
 
@@ -243,6 +199,23 @@ def _matched(row: Row, point: Point, keys: Keys) -> Drift | None:
     )
 
 
+def _before(a: PointId, b: PointId) -> bool:
+    """Whether `a` comes before `b` in Qdrant's order (integers before UUIDs)."""
+    return a < b if type(a) is type(b) else isinstance(b, str)  # type: ignore[operator]
+
+
+def _out_of_order(stream: str, point_id: PointId, previous: PointId) -> StreamOrderError:
+    if stream == "rows":
+        return StreamOrderError(
+            f"PostgreSQL rows are not ascending by point id ({point_id!r} after "
+            f"{previous!r}): check the point column's type and collation"
+        )
+    return StreamOrderError(
+        f"Qdrant points are not strictly ascending ({point_id!r} after {previous!r}): "
+        "the scroll order is not what the merge needs"
+    )
+
+
 def diff(
     rows: Iterable[Row], points: Iterable[Point], keys: Keys, stats: ScanStats
 ) -> Iterator[Drift]:
@@ -250,51 +223,101 @@ def diff(
 
     Each distinct point id gets exactly one kind; in-sync points are only counted
     in `stats`, so a clean collection costs no allocation per point.
+
+    This loop runs once per point of the collection, so it is written for speed:
+    one loop over both streams (no generator per stream), ids compared as they
+    are (both streams hold one id type but for orphans, see `_before`), counters
+    in locals until the end, and the in-sync test inline. Drifted points, about
+    1% of them, go through the plain helpers above.
     """
-    # Each id's order key is computed once, where its stream is checked: the loop
-    # below compares keys for every point of the collection.
-    groups = _row_groups(rows, stats)
-    points_iter = _checked_points(points, stats)
-    group = next(groups, None)
-    current = next(points_iter, None)
-    while group is not None or current is not None:
-        if group is not None and any(row.recent for row in group[2]):
-            # An application write may be in flight for this face: judge it next run.
-            stats.skipped_recent += 1
-            if current is not None and current[0] == group[0]:
-                current = next(points_iter, None)
-            group = next(groups, None)
-            continue
-        if current is None or (group is not None and group[0] < current[0]):
-            assert group is not None
-            _, point_id, rows_ = group
-            if len(rows_) > 1:
-                yield _duplicate(point_id, rows_, None, keys)
+    person_key, flag_key = keys.person, keys.flag
+    row_iter, point_iter = iter(rows), iter(points)
+    n_rows = n_without = n_points = n_sync = n_recent = 0
+    last_row: PointId | None = None  # the previous row group's point id
+    last_point: PointId | None = None
+    rid: PointId = 0  # the current row's point id
+    try:
+        row = next(row_iter, None)
+        point = next(point_iter, None)
+        while True:
+            while row is not None and row[0] is None:
+                n_rows += 1
+                n_without += 1
+                row = next(row_iter, None)
+            if row is None and point is None:
+                return
+            if row is not None:
+                rid = row[0]  # type: ignore[assignment]  # rows without a point were skipped
+            # Which side holds the smallest id: -1 rows only, 1 the point only, 0 both.
+            if row is None:
+                side = 1
+            elif point is None:
+                side = -1
             else:
-                yield _missing(point_id, rows_[0], keys)
-            group = next(groups, None)
-        elif group is None or current[0] < group[0]:
-            point = current[1]
-            yield Drift(
-                Kind.ORPHAN_POINT,
-                point.point_id,
-                (),
-                None,
-                keys.actual(point.payload),
-                None,
+                pid = point[0]
+                side = 0 if rid == pid else -1 if _before(rid, pid) else 1
+            if side <= 0:
+                if last_row is not None and _before(rid, last_row):
+                    raise _out_of_order("rows", rid, last_row)
+                last_row = rid
+                assert row is not None
+                group = [row]
+                n_rows += 1
+                row = next(row_iter, None)
+                while row is not None and (row[0] == rid or row[0] is None):
+                    n_rows += 1
+                    if row[0] is None:
+                        n_without += 1
+                    else:
+                        group.append(row)
+                    row = next(row_iter, None)
+            if side >= 0:
+                assert point is not None
+                current = point
+                pid = current[0]
+                if last_point is not None and not _before(last_point, pid):
+                    raise _out_of_order("points", pid, last_point)
+                last_point = pid
+                n_points += 1
+                point = next(point_iter, None)
+            if side > 0:
+                yield Drift(Kind.ORPHAN_POINT, pid, (), None, keys.actual(current[1]), None)
+                continue
+            first = group[0]
+            if first[3] or (len(group) > 1 and any(r[3] for r in group)):
+                # An application write may be in flight for this face: judge it next run.
+                n_recent += 1
+                continue
+            if side < 0:
+                if len(group) > 1:
+                    yield _duplicate(rid, group, None, keys)
+                else:
+                    yield _missing(rid, first, keys)
+                continue
+            if len(group) > 1:
+                yield _duplicate(rid, group, current, keys)
+                continue
+            # Inline, the test `classify` makes for a point in sync; it names the
+            # kind of the few that are not.
+            payload = current[1]
+            expected = first[2]
+            raw = payload.get(person_key)
+            in_sync = (
+                raw is None
+                if expected is None
+                else type(raw) is type(expected) and bool(raw == expected)
             )
-            current = next(points_iter, None)
-        else:
-            _, point_id, rows_ = group
-            point = current[1]
-            drift = (
-                _duplicate(point_id, rows_, point, keys)
-                if len(rows_) > 1
-                else _matched(rows_[0], point, keys)
-            )
-            if drift is None:
-                stats.in_sync += 1
-            else:
-                yield drift
-            group = next(groups, None)
-            current = next(points_iter, None)
+            if in_sync and flag_key is not None:
+                in_sync = payload.get(flag_key) is (expected is not None)
+            if in_sync:
+                n_sync += 1
+                continue
+            drift = _matched(first, current, keys)
+            assert drift is not None
+            yield drift
+    finally:
+        stats.rows += n_rows
+        stats.rows_without_point += n_without
+        stats.points += n_points
+        stats.in_sync += n_sync
+        stats.skipped_recent += n_recent

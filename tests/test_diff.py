@@ -144,6 +144,10 @@ def worlds(draw: st.DrawFn, uuid_ids: bool) -> tuple[list[Row], dict[Any, dict[s
         if draw(st.booleans()):
             payload["is_assigned"] = draw(st.sampled_from([True, False, "true", None]))
         points[point_id] = payload
+    if uuid_ids:
+        # A UUID collection may still hold integer ids (orphans, sorted before the UUIDs).
+        for point_id in draw(st.lists(st.integers(0, 5), unique=True, max_size=3)):
+            points[point_id] = {}
     return rows, points
 
 
