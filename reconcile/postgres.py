@@ -11,6 +11,7 @@ from datetime import datetime
 from enum import Enum
 from typing import Any
 
+import psycopg
 import sqlalchemy as sa
 from psycopg.types.string import TextLoader
 from sqlalchemy.engine import Engine
@@ -106,9 +107,12 @@ class Postgres:
         """Turn driver errors into one line a user can act on, password masked."""
         try:
             yield
-        except DBAPIError as exc:
-            detail = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-            if exc.connection_invalidated or "connection" in detail.lower():
+        except (DBAPIError, psycopg.Error) as exc:
+            # psycopg's own errors come from COPY, which runs on the raw connection.
+            orig = exc.orig if isinstance(exc, DBAPIError) else exc
+            detail = str(orig).strip().splitlines()[0] if orig else str(exc)
+            invalidated = isinstance(exc, DBAPIError) and exc.connection_invalidated
+            if invalidated or "connection" in detail.lower():
                 raise StoreError(
                     f"PostgreSQL at {self._masked} failed while {doing}: {detail}; "
                     "check --database-url (DATABASE_URL) and that the server is running"
@@ -221,14 +225,7 @@ class Postgres:
         key_range = key_range or KeyRange()
         after: int | str | None = None
         limit = self.settings.page_size * CHUNK_PAGES
-        # Untyped on the way out: the values are already what Row wants, and a
-        # per-value result processor is a Python call for every row.
-        base = sa.select(
-            sa.type_coerce(self._point, sa.types.NullType()),
-            self._id,
-            self._person,
-            self._recent(),
-        )
+        base = sa.select(self._point, self._id, self._person, self._recent())
         while True:
             stmt = base.where(self._point.is_not(None))
             if after is not None:
@@ -237,30 +234,62 @@ class Postgres:
                 stmt = stmt.where(self._point >= key_range.low)
             if key_range.high is not None:
                 stmt = stmt.where(self._point < key_range.high)
-            # Rows of one point are held back until the next point starts, so that
-            # a chunk cut inside a point's rows can drop them and read them whole.
-            held: list[Row] = []
+            # Each point's rows are held back until the next point starts, so that
+            # a chunk cut inside the last point's rows can drop them and read them
+            # whole. `first` is the point's first row, `more` the rare others.
+            first: Row | None = None
+            more: list[Row] = []
             read = 0
             for row in self._stream(stmt.order_by(self._point).limit(limit)):
                 read += 1
-                if held and row.point_id != held[0].point_id:
-                    yield from held
-                    held = []
-                held.append(row)
+                if first is None:
+                    first = row
+                elif row[0] == first[0]:
+                    more.append(row)
+                else:
+                    yield first
+                    if more:
+                        yield from more
+                        more = []
+                    first = row
             if read < limit:
-                yield from held
+                if first is not None:
+                    yield first
+                    yield from more
                 break
-            after = held[0].point_id
+            assert first is not None
+            after = first.point_id
             yield from self._stream(base.where(self._point == after))
         if key_range.first:
             yield from self._stream(base.where(self._point.is_(None)))
 
     def _stream(self, stmt: sa.Select[Any]) -> Iterator[Row]:
-        """One short read: a transaction of its own, fetched page by page."""
+        """One short read, a transaction of its own: the select's rows through COPY.
+
+        COPY streams rows without a cursor's round trips, and psycopg's C code
+        parses them into the exact types wanted (ids as text or integers):
+        2.4 times faster than SQLAlchemy's result layer at a million rows
+        (BENCHMARKS.md). The statement is still built by SQLAlchemy, compiled to
+        psycopg's placeholders; COPY cannot take server-side parameters, so
+        psycopg binds them on the client.
+        """
+        info = self.inspect()
+        types = [_copy_type(info.point_type), "text", _copy_type(info.person_type), "bool"]
+        compiled = stmt.compile(dialect=self.engine.dialect)
+        query = f"COPY ({compiled}) TO STDOUT"
         with self._errors("streaming rows"), self.engine.connect() as conn:
-            result = conn.execution_options(yield_per=self.settings.page_size).execute(stmt)
-            for point, face, person, recent in result:
-                yield Row(_point_value(point), str(face), _point_value(person), recent)
+            raw = conn.connection.driver_connection
+            assert raw is not None
+            try:
+                with raw.cursor() as cur, cur.copy(query, compiled.params) as copy:
+                    copy.set_types(types)
+                    for point, face, person, recent in copy.rows():
+                        yield Row(point, face, person, recent)
+            except psycopg.OperationalError:
+                # The session is gone. SQLAlchemy did not see the error (it came
+                # from the raw connection), so tell its pool not to reuse it.
+                conn.invalidate()
+                raise
 
     def point_bounds(self) -> tuple[int, int] | None:
         """min and max of an integer point column (index probes), None when empty."""
@@ -424,6 +453,11 @@ def _lock_holder(conn: sa.Connection, name: str) -> str | None:
         f"{holder.application_name or 'a session'} (server pid {holder.pid}{where}, "
         f"connected since {holder.backend_start:%Y-%m-%d %H:%M:%S %Z})"
     )
+
+
+def _copy_type(column_type: str) -> str:
+    """How COPY hands a point or person column over: integers as int, the rest as text."""
+    return "int8" if column_type in {"smallint", "integer", "bigint"} else "text"
 
 
 def _uuids_as_text(dbapi_connection: Any, _record: Any) -> None:

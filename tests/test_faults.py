@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.server
+import logging
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -122,19 +123,25 @@ def test_a_qdrant_answering_503_is_exit_3_after_retries(world: World, failing_qd
     assert Failing.requests == 2  # the first try and one retry
 
 
-def test_postgres_connection_lost_mid_stream_is_exit_3(world: World) -> None:
-    p = world.person()
-    for _ in range(50):
-        world.face(p)
-    s = world.settings(page_size=5)
+def test_postgres_connection_lost_mid_stream_is_exit_3(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Rows are read by COPY, which the server sends ahead into socket buffers:
+    # one chunk of ~20 MB is far more than they hold, so the cut lands inside it.
+    world.conn.execute(
+        "INSERT INTO face_instances (id, asset_id, bbox_x, bbox_y, bbox_w, bbox_h, "
+        "detection_confidence, qdrant_point_id) SELECT gen_random_uuid(), 1, 0, 0, 1, 1, "
+        "0.9, gen_random_uuid() FROM generate_series(1, 200000)"
+    )
+    s = world.settings(page_size=5000)
     stores = world.stores(s)
     rows = stores.postgres.rows
 
     def rows_then_cut(*args: Any) -> Iterator[Any]:
-        # Fault injection: terminate our own backend from another session after
-        # the first page, as a failover or a network cut would.
+        # Fault injection: terminate our own backend from another session in the
+        # middle of the stream, as a failover or a network cut would.
         for n, row in enumerate(rows(*args)):
-            if n == 10:
+            if n == 1000:
                 with psycopg.connect(world.url, autocommit=True) as killer:
                     killer.execute(
                         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
@@ -145,6 +152,10 @@ def test_postgres_connection_lost_mid_stream_is_exit_3(world: World) -> None:
     stores.postgres.rows = rows_then_cut  # type: ignore[method-assign]
     with pytest.raises(StoreError, match="PostgreSQL"):
         audit(s, stores=stores)
+    # The dead session is dropped, not handed back to the pool (which would log
+    # a traceback trying to reset it), and the next read gets a live one.
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert stores.postgres.count() == 200000
 
 
 def test_debug_output_never_shows_the_api_key(world: World, failing_qdrant: str) -> None:
