@@ -93,6 +93,7 @@ class EdgeQdrant:
         in byte order) and pages from an inclusive offset, so nothing is re-sorted here.
         """
         key_range = key_range or KeyRange()
+        bounded = key_range.high is not None
         offset: PointId | None = key_range.low
         while True:
             request = edge.ScrollRequest(
@@ -104,8 +105,12 @@ class EdgeQdrant:
             with self._errors("scrolling points"):
                 records, next_offset = self.shard.scroll(request)
             for record in records:
-                point = Point(_point_id(record.id), record.payload or {})
-                if key_range.beyond(point.point_id):
+                # _point_id inlined: this runs once per point of the collection.
+                point_id = record.id
+                point = Point(
+                    point_id if type(point_id) is int else str(point_id), record.payload or {}
+                )
+                if bounded and key_range.beyond(point[0]):
                     return  # the scroll is ascending: the rest belongs to later slices
                 yield point
             if next_offset is None:
@@ -227,7 +232,9 @@ def upsert(
 
 def _point_id(value: int | str | UUID) -> PointId:
     """Integers stay integers; UUIDs (the engine returns uuid.UUID) become lower-case strings."""
-    return value if isinstance(value, int) else str(value).lower()
+    if isinstance(value, UUID):
+        return str(value)  # already the canonical lower-case form
+    return value if isinstance(value, int) else value.lower()
 
 
 def _detail(exc: BaseException) -> str:
