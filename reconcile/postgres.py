@@ -222,6 +222,7 @@ class Postgres:
         a point two rows name is still seen as one duplicate. Rows with a NULL
         point id come last, in the first slice only.
         """
+        self.inspect()  # binds the column types the statements below are built with
         key_range = key_range or KeyRange()
         after: int | str | None = None
         limit = self.settings.page_size * CHUNK_PAGES
