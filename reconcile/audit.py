@@ -176,7 +176,10 @@ def audit(
                         # PostgreSQL in a thread, 6.0 s without; BENCHMARKS.md).
                         points, rows = prefetched(points), prefetched(rows)
                     points = _timed(_counting(points, progress), deadline)
-                    scan.run(iter([(rows, points)]), deadline)
+                    try:
+                        scan.run(iter([(rows, points)]), deadline)
+                    finally:
+                        _close(points, rows)
             else:
                 # A server's client is thread-safe; an in-process engine (local mode,
                 # edge) is not, and gains nothing from threads under the GIL anyway:
@@ -336,6 +339,18 @@ def prefetched(items: Iterator[T], batch: int = 1000, depth: int = 8) -> Iterato
     finally:
         stop.set()
         thread.join(timeout=5)
+
+
+def _close(*streams: Iterator[Any]) -> None:
+    """End streams a scan left unfinished (a deadline) while their stores are still open.
+
+    A COPY in flight is cancelled and a read-ahead thread stopped now, not when
+    the garbage collector gets to them after the connections are gone.
+    """
+    for stream in streams:
+        close = getattr(stream, "close", None)
+        if close is not None:
+            close()
 
 
 class _TimeUp(Exception):

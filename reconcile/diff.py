@@ -233,44 +233,51 @@ def diff(
     person_key, flag_key = keys.person, keys.flag
     row_iter, point_iter = iter(rows), iter(points)
     n_rows = n_without = n_points = n_sync = n_recent = 0
-    last_row: PointId | None = None  # the previous row group's point id
     last_point: PointId | None = None
-    rid: PointId = 0  # the current row's point id
+    rid: PointId = 0  # the point id of `group`
+    group: list[Row] | None = None  # the rows of the smallest point id not yet judged
     try:
         row = next(row_iter, None)
         point = next(point_iter, None)
+        taken = False  # the point was consumed: fetch the next one before comparing
         while True:
-            while row is not None and row[0] is None:
-                n_rows += 1
-                n_without += 1
-                row = next(row_iter, None)
-            if row is None and point is None:
-                return
-            if row is not None:
-                rid = row[0]  # type: ignore[assignment]  # rows without a point were skipped
+            if taken:
+                # Fetched only now, after the previous point was judged: the
+                # deadline stops the point stream by raising from this call, and
+                # everything before it must have been counted and yielded.
+                point = next(point_iter, None)
+                taken = False
+            if group is None:
+                while row is not None and row[0] is None:
+                    n_rows += 1
+                    n_without += 1
+                    row = next(row_iter, None)
+                if row is not None:
+                    rid = row[0]  # type: ignore[assignment]  # rows without a point were skipped
+                    group = [row]
+                    n_rows += 1
+                    row = next(row_iter, None)
+                    while row is not None and (row[0] == rid or row[0] is None):
+                        n_rows += 1
+                        if row[0] is None:
+                            n_without += 1
+                        else:
+                            group.append(row)
+                        row = next(row_iter, None)
+                    # The row after the group is checked before anything is judged,
+                    # so a stream out of order reports nothing false first.
+                    if row is not None and _before(row[0], rid):  # type: ignore[arg-type]
+                        raise _out_of_order("rows", row[0], rid)  # type: ignore[arg-type]
             # Which side holds the smallest id: -1 rows only, 1 the point only, 0 both.
-            if row is None:
+            if group is None:
+                if point is None:
+                    return
                 side = 1
             elif point is None:
                 side = -1
             else:
                 pid = point[0]
                 side = 0 if rid == pid else -1 if _before(rid, pid) else 1
-            if side <= 0:
-                if last_row is not None and _before(rid, last_row):
-                    raise _out_of_order("rows", rid, last_row)
-                last_row = rid
-                assert row is not None
-                group = [row]
-                n_rows += 1
-                row = next(row_iter, None)
-                while row is not None and (row[0] == rid or row[0] is None):
-                    n_rows += 1
-                    if row[0] is None:
-                        n_without += 1
-                    else:
-                        group.append(row)
-                    row = next(row_iter, None)
             if side >= 0:
                 assert point is not None
                 current = point
@@ -279,23 +286,25 @@ def diff(
                     raise _out_of_order("points", pid, last_point)
                 last_point = pid
                 n_points += 1
-                point = next(point_iter, None)
+                taken = True
             if side > 0:
                 yield Drift(Kind.ORPHAN_POINT, pid, (), None, keys.actual(current[1]), None)
                 continue
-            first = group[0]
-            if first[3] or (len(group) > 1 and any(r[3] for r in group)):
+            assert group is not None
+            rows_, group = group, None
+            first = rows_[0]
+            if first[3] or (len(rows_) > 1 and any(r[3] for r in rows_)):
                 # An application write may be in flight for this face: judge it next run.
                 n_recent += 1
                 continue
             if side < 0:
-                if len(group) > 1:
-                    yield _duplicate(rid, group, None, keys)
+                if len(rows_) > 1:
+                    yield _duplicate(rid, rows_, None, keys)
                 else:
                     yield _missing(rid, first, keys)
                 continue
-            if len(group) > 1:
-                yield _duplicate(rid, group, current, keys)
+            if len(rows_) > 1:
+                yield _duplicate(rid, rows_, current, keys)
                 continue
             # Inline, the test `classify` makes for a point in sync; it names the
             # kind of the few that are not.

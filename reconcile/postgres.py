@@ -277,6 +277,8 @@ class Postgres:
         info = self.inspect()
         types = [_copy_type(info.point_type), "text", _copy_type(info.person_type), "bool"]
         compiled = stmt.compile(dialect=self.engine.dialect)
+        # Identifiers are plain (settings.check_identifier), so the statement holds
+        # no % that psycopg would need to unescape when there are no params.
         query = f"COPY ({compiled}) TO STDOUT"
         with self._errors("streaming rows"), self.engine.connect() as conn:
             raw = conn.connection.driver_connection
@@ -286,11 +288,11 @@ class Postgres:
                     copy.set_types(types)
                     for point, face, person, recent in copy.rows():
                         yield Row(point, face, person, recent)
-            except psycopg.OperationalError:
-                # The session is gone. SQLAlchemy did not see the error (it came
-                # from the raw connection), so tell its pool not to reuse it.
-                conn.invalidate()
-                raise
+            finally:
+                if raw.broken:
+                    # The session is gone. SQLAlchemy did not see the error (it came
+                    # from the raw connection), so tell its pool not to reuse it.
+                    conn.invalidate()
 
     def point_bounds(self) -> tuple[int, int] | None:
         """min and max of an integer point column (index probes), None when empty."""

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import stat
+import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +16,11 @@ from hypothesis import strategies as st
 
 from reconcile.audit import audit
 from reconcile.demo import create_collection, create_schema
-from reconcile.diff import Kind, Row
-from reconcile.errors import ConfigError
+from reconcile.diff import Kind, Point, Row
+from reconcile.errors import ConfigError, StoreError
 from reconcile.settings import Settings
 from tests.naive import naive_counts
-from tests.world import World
+from tests.world import SERVICE, World
 
 
 def test_every_kind_found_and_charged(world: World, tmp_path: Path) -> None:
@@ -199,3 +201,68 @@ def test_real_stores_equal_naive_diff(world: World, data: st.DataObject) -> None
     expected, without = naive_counts(rows, points, "person_id", flag)
     assert report.counts == expected
     assert report.rows_without_point == without
+
+
+def test_rows_read_by_copy_keep_text_exact_and_integers_typed(world: World) -> None:
+    """COPY's text format escapes tabs, newlines and backslashes: they must come back as stored."""
+    from reconcile.diff import Row
+    from reconcile.postgres import Postgres
+
+    world.conn.execute(
+        "CREATE TABLE legacy_faces (id text PRIMARY KEY, owner text, point bigint, "
+        "updated_at timestamptz NOT NULL DEFAULT now())"
+    )
+    world.conn.execute("CREATE INDEX ON legacy_faces (point)")
+    stored = [
+        ("f\\1", "tab\there", 3),
+        ("f\t2", "back\\slash \\N", 3),
+        ("f\n3", "line\nbreak\r", -7),
+        ("f 4", None, 12),
+        ("f5", "ünïcode 'quoted' \"too\"", None),
+        ("f6", "\\N", 2**40),
+    ]
+    with world.conn.cursor() as cur:
+        cur.executemany("INSERT INTO legacy_faces (id, owner, point) VALUES (%s, %s, %s)", stored)
+    s = world.settings(
+        table="legacy_faces", id_column="id", person_column="owner", point_column="point"
+    )
+    postgres = Postgres(s)
+    try:
+        rows = list(postgres.rows())
+    finally:
+        postgres.close()
+    with_point = sorted((r for r in stored if r[2] is not None), key=lambda r: (r[2], r[0]))
+    expected = [Row(p, f, o, False) for f, o, p in with_point] + [Row(None, "f5", stored[4][1])]
+    assert sorted(rows[:-1], key=lambda r: (r.point_id, r.face_id)) == expected[:-1]
+    assert rows[-1] == expected[-1]  # NULL point ids come last
+    assert all(type(r.point_id) is int for r in rows[:-1])
+
+
+def test_against_a_server_both_streams_are_read_ahead_with_the_same_result(world: World) -> None:
+    # `qdrant_url` makes audit read both streams ahead in threads, as it does for a
+    # server; the world's local-mode client stands in for that server here.
+    p, q = world.person(), world.person()
+    for n in range(40):
+        world.face(p if n % 2 else q, payload={} if n % 7 == 0 else SERVICE)
+    world.face(None, payload={"person_id": p})  # stale
+    world.face(q, row=False)  # orphan point
+    inline = world.settings(page_size=3)
+    served = Settings(database_url=world.url, qdrant_url="http://127.0.0.1:9", page_size=3)
+    a = audit(inline, stores=world.stores(inline))
+    b = audit(served, stores=world.stores(served))
+    assert a.counts == b.counts and a.top_persons == b.top_persons
+    assert b.counts["missing_person"] == 6 and b.counts["orphan_point"] == 1
+
+    stores = world.stores(served)
+    first_page = list(stores.qdrant.points())[:3]
+
+    def failing(key_range: object = None) -> Iterator[Point]:
+        # Fault injection (a mock): a scroll that fails after its first page.
+        yield from first_page
+        raise StoreError("Qdrant failed while scrolling points: injected")
+
+    stores.qdrant.points = failing  # type: ignore[method-assign]
+    with pytest.raises(StoreError, match="injected"):
+        audit(served, stores=stores)
+    late = audit(served, stores=world.stores(served), deadline=time.monotonic() - 1)
+    assert late.complete is False and late.points < b.points

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reconcile.diff import Keys, Kind, Point, Row, ScanStats, classify, diff
+from reconcile.diff import Drift, Keys, Kind, Point, Row, ScanStats, classify, diff
 from reconcile.errors import StreamOrderError
 from tests.naive import naive_counts
 
@@ -113,6 +114,43 @@ def test_integer_ids_sort_before_uuids() -> None:
 def test_descending_rows_fail_loudly() -> None:
     with pytest.raises(StreamOrderError, match="PostgreSQL rows are not ascending"):
         kinds([Row(2, "a", None), Row(1, "b", None)], [])
+
+
+def test_rows_out_of_order_report_nothing_first() -> None:
+    # The row after a group is checked before the group is judged: a stream out
+    # of order must not leave false drift records in a details file or a plan.
+    seen: list[Drift] = []
+    rows = [Row(5, "a", None), Row(3, "b", None), Row(5, "c", None)]
+    with pytest.raises(StreamOrderError, match="PostgreSQL rows are not ascending"):
+        seen.extend(diff(rows, [Point(3, {}), Point(5, {})], KEYS, ScanStats()))
+    assert seen == []
+
+
+class _Stop(Exception):
+    """Stands in for the deadline, which stops the point stream by raising from it."""
+
+
+def test_a_point_stream_stopped_by_the_deadline_loses_no_judged_point() -> None:
+    def points() -> Iterator[Point]:
+        for n in range(6):
+            if n == 3:
+                raise _Stop
+            yield Point(n, {"person_id": "wrong" if n == 2 else P})
+
+    rows = [Row(n, f"f{n}", P) for n in range(6)]
+    stats = ScanStats()
+    seen: list[Drift] = []
+    with pytest.raises(_Stop):
+        seen.extend(diff(rows, points(), Keys("person_id"), stats))
+    assert [(d.kind, d.point_id) for d in seen] == [(Kind.WRONG_PERSON, 2)]
+    assert (stats.points, stats.in_sync) == (3, 2)
+
+
+def test_a_recent_row_skips_its_point_even_after_an_orphan() -> None:
+    stats = ScanStats()
+    drifts = list(diff([Row(5, "a", P, True)], [Point(4, {}), Point(5, {})], KEYS, stats))
+    assert [(d.kind, d.point_id) for d in drifts] == [(Kind.ORPHAN_POINT, 4)]
+    assert stats.skipped_recent == 1 and stats.points == 2
 
 
 def test_repeated_point_fails_loudly() -> None:

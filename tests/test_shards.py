@@ -122,38 +122,3 @@ def test_cli_shard_and_its_own_lock(world: World) -> None:
     assert one.returncode == 5
     assert two.returncode in (0, 1), two.stderr
     assert json.loads(two.stdout)["scope"] == "shard 2/2"
-
-
-def test_rows_read_by_copy_keep_text_exact_and_integers_typed(world: World) -> None:
-    """COPY's text format escapes tabs, newlines and backslashes: they must come back as stored."""
-    from reconcile.diff import Row
-    from reconcile.postgres import Postgres
-
-    world.conn.execute(
-        "CREATE TABLE legacy_faces (id text PRIMARY KEY, owner text, point bigint, "
-        "updated_at timestamptz NOT NULL DEFAULT now())"
-    )
-    world.conn.execute("CREATE INDEX ON legacy_faces (point)")
-    stored = [
-        ("f\\1", "tab\there", 3),
-        ("f\t2", "back\\slash \\N", 3),
-        ("f\n3", "line\nbreak\r", -7),
-        ("f 4", None, 12),
-        ("f5", "ünïcode 'quoted' \"too\"", None),
-        ("f6", "\\N", 2**40),
-    ]
-    with world.conn.cursor() as cur:
-        cur.executemany("INSERT INTO legacy_faces (id, owner, point) VALUES (%s, %s, %s)", stored)
-    s = world.settings(
-        table="legacy_faces", id_column="id", person_column="owner", point_column="point"
-    )
-    postgres = Postgres(s)
-    try:
-        rows = list(postgres.rows())
-    finally:
-        postgres.close()
-    with_point = sorted((r for r in stored if r[2] is not None), key=lambda r: (r[2], r[0]))
-    expected = [Row(p, f, o, False) for f, o, p in with_point] + [Row(None, "f5", stored[4][1])]
-    assert sorted(rows[:-1], key=lambda r: (r.point_id, r.face_id)) == expected[:-1]
-    assert rows[-1] == expected[-1]  # NULL point ids come last
-    assert all(type(r.point_id) is int for r in rows[:-1])
