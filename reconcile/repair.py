@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import heapq
 import json
 import math
 import os
@@ -26,7 +27,7 @@ from reconcile.errors import ConfigError, GuardError, StoreError
 from reconcile.journal import JournalWriter, NullJournal, default_path
 from reconcile.postgres import LockMode
 from reconcile.qdrant import DeleteKeys, PayloadOp, SetKeys
-from reconcile.report import AuditReport
+from reconcile.report import AuditReport, SpaceSaving, person_capacity
 from reconcile.settings import Settings
 from reconcile.targets import Targets
 
@@ -87,10 +88,13 @@ class PersonPlan:
     set: int = 0
     cleared: int = 0
     flags: int = 0
+    # Changes counted before this person took over a replaced counter (kind unknown):
+    # the true total lies in [total - error, total]. 0 while the plan is exact.
+    error: int = 0
 
     @property
     def total(self) -> int:
-        return self.set + self.cleared + self.flags
+        return self.set + self.cleared + self.flags + self.error
 
 
 @dataclass(frozen=True)
@@ -99,10 +103,11 @@ class Plan:
     set_person: int
     clear_person: int
     set_flag: int
-    persons: int
+    persons: int  # persons with a planned change; a lower bound unless persons_exact
     requests: int
     by_person: list[tuple[str, PersonPlan]]
     guard: str | None
+    persons_exact: bool = True
 
     @property
     def changes(self) -> int:
@@ -114,9 +119,16 @@ class Plan:
             "clear_person": self.clear_person,
             "set_flag": self.set_flag,
             "persons": self.persons,
+            "persons_exact": self.persons_exact,
             "requests": self.requests,
             "top_persons": [
-                {"person_id": p, "set": pp.set, "cleared": pp.cleared, "flags": pp.flags}
+                {
+                    "person_id": p,
+                    "set": pp.set,
+                    "cleared": pp.cleared,
+                    "flags": pp.flags,
+                    "error": pp.error,
+                }
                 for p, pp in self.by_person
             ],
         }
@@ -230,12 +242,18 @@ class Stop(threading.Event):
 
 
 class _Planner:
-    """Spills repairable drift to an anonymous temporary file and counts the plan."""
+    """Spills repairable drift to an anonymous temporary file and counts the plan.
 
-    def __init__(self, spill: IO[str], keys: Keys) -> None:
+    The per-person breakdown is kept only for the persons the bounded counters
+    hold (the audit's Space-Saving rule), so a plan for a million persons needs
+    no more memory than one for a thousand.
+    """
+
+    def __init__(self, spill: IO[str], keys: Keys, top: int) -> None:
         self.spill = spill
         self.keys = keys
         self.kinds: Counter[Kind] = Counter()
+        self.counters = SpaceSaving(person_capacity(top))
         self.persons: dict[str, PersonPlan] = {}
 
     def __call__(self, drift: Drift) -> None:
@@ -253,11 +271,20 @@ class _Planner:
             self._person(target if isinstance(target, str) else repr(target)).set += 1
 
     def _person(self, person: str | None) -> PersonPlan:
-        return self.persons.setdefault(person or NO_PERSON, PersonPlan())
+        key = person or NO_PERSON
+        victim = self.counters.add(key)
+        if victim is not None:
+            del self.persons[victim]
+        plan = self.persons.get(key)
+        if plan is None:
+            plan = self.persons[key] = PersonPlan(error=self.counters.error(key))
+        return plan
 
     def plan(self, report: AuditReport, options: RepairOptions) -> Plan:
         changes = sum(self.kinds.values())
-        by_person = sorted(self.persons.items(), key=lambda item: (-item[1].total, item[0]))
+        by_person = heapq.nsmallest(
+            options.top, self.persons.items(), key=lambda item: (-item[1].total, item[0])
+        )
         return Plan(
             audit=report,
             set_person=self.kinds[Kind.MISSING_PERSON] + self.kinds[Kind.WRONG_PERSON],
@@ -265,8 +292,9 @@ class _Planner:
             set_flag=self.kinds[Kind.FLAG_MISMATCH],
             persons=len(self.persons.keys() - {NO_PERSON}),
             requests=math.ceil(changes / options.batch_size),
-            by_person=by_person[: options.top],
+            by_person=by_person,
             guard=_guard(report, changes, options.max_changes, report.scope),
+            persons_exact=self.counters.exact,
         )
 
 
@@ -609,7 +637,7 @@ def repair(
     with using(settings, stores) as s, tempfile.TemporaryFile("w+", encoding="utf-8") as spill:
         # The spill holds which person is in which photo; TemporaryFile is mode
         # 0600 and has no name, so nothing is left behind even on kill -9.
-        planner = _Planner(spill, keys)
+        planner = _Planner(spill, keys, options.top)
         report = audit(
             settings,
             top=options.top,

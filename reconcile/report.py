@@ -119,8 +119,10 @@ class SpaceSaving:
     def __len__(self) -> int:
         return len(self._count)
 
-    def add(self, key: str) -> None:
+    def add(self, key: str) -> str | None:
+        """Count `key` once; returns the key it replaced, if any."""
         self.total += 1
+        victim: str | None = None
         count = self._count.get(key)
         if count is not None:
             self._leave(key, count)
@@ -140,6 +142,7 @@ class SpaceSaving:
         # its last key left its bucket.
         if count == 0 or (count == self._min and count not in self._buckets):
             self._min = count + 1
+        return victim
 
     def _leave(self, key: str, count: int) -> None:
         bucket = self._buckets[count]

@@ -85,6 +85,7 @@ def test_dry_run_writes_nothing(world: World) -> None:
         "clear_person": 2,
         "set_flag": 2,
         "persons": 3,
+        "persons_exact": True,
         "requests": 1,
         "top_persons": [],
     }
@@ -582,3 +583,33 @@ def test_undo_skips_rows_the_application_holds(world: World) -> None:
         app.close()
     assert (result.restored, result.skipped_locked, result.exit_code) == (1, 1, 1)
     assert world.payload(held)["person_id"] == p and "person_id" not in world.payload(free)
+
+
+def test_a_plan_for_more_persons_than_counters_stays_bounded_and_says_so(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The plan's per-person breakdown uses the audit's bounded counters (here 2 of them)."""
+    import io
+    import sys
+
+    from rich.console import Console
+
+    from reconcile.ui import render_plan
+
+    # The package's `repair` attribute is the function; the module is in sys.modules.
+    monkeypatch.setattr(sys.modules["reconcile.repair"], "person_capacity", lambda top: 2)
+    persons = [world.person() for _ in range(4)]
+    heavy = persons[0]
+    for person in [heavy] * 3 + persons:  # heavy: 4 of 7, more than 7/2: always kept
+        world.face(person, payload={})  # missing_person: the repair sets this person
+    report = run(world, dry_run=True)
+    plan = report.plan.to_json()
+    assert plan["set_person"] == 7
+    assert plan["persons_exact"] is False and plan["persons"] == 2  # a lower bound
+    top = {p["person_id"]: p for p in plan["top_persons"]}
+    assert top[heavy]["set"] + top[heavy]["error"] >= 4  # never undercounted
+    assert all(p["set"] + p["error"] >= 1 for p in top.values())
+    out = io.StringIO()
+    render_plan(report.plan, Console(file=out, width=200))
+    assert "more than 2 persons" in out.getvalue()
+    assert "upper bounds" in out.getvalue()

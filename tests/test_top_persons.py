@@ -64,6 +64,9 @@ def test_evicts_the_oldest_of_the_smallest_count() -> None:
     assert counters.top(2) == [("d", 3), ("c", 2)]
     assert (counters.error("c"), counters.error("d")) == (1, 2)
     assert counters.error("a") == 0 and "a" not in dict(counters.top(2))
+    # add() names the key it replaced (the plan drops that person's breakdown).
+    fresh = SpaceSaving(2)
+    assert [fresh.add(k) for k in ["a", "b", "a", "c", "d"]] == [None, None, None, "b", "a"]
 
 
 @given(stream=skewed, capacity=st.integers(1, 12))
