@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,15 +20,21 @@ from tests.world import World
 
 
 @pytest.fixture(scope="session")
-def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def server_url() -> Iterator[str]:
     """RECONCILE_TEST_DATABASE_URL when set; otherwise an embedded server for the session."""
     url = os.environ.get("RECONCILE_TEST_DATABASE_URL")
     if url:
         yield url
         return
-    pgdata = tmp_path_factory.mktemp("postgres") / "pgdata"
-    yield start_embedded_postgres(pgdata)
-    stop_embedded_postgres(pgdata)
+    # Not under pytest's basetemp: every pytest run makes that 0700 again, and the
+    # server (another system user) could then no longer reach a concurrent run's data.
+    root = Path(tempfile.mkdtemp(prefix="reconcile-test-pg-"))
+    pgdata = root / "pgdata"
+    try:
+        yield start_embedded_postgres(pgdata)
+    finally:
+        stop_embedded_postgres(pgdata)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def with_query(url: str, **params: str) -> str:
