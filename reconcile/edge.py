@@ -117,6 +117,20 @@ class EdgeQdrant:
                 return
             offset = _point_id(next_offset)
 
+    def ids_from(self, offset: PointId, limit: int) -> tuple[list[PointId], PointId | None]:
+        """Up to `limit` ids from `offset` on (inclusive), ascending, and where the next start."""
+        request = edge.ScrollRequest(
+            offset=offset, limit=limit, with_payload=False, with_vector=False
+        )
+        with self._errors("scrolling point ids"):
+            records, following = self.shard.scroll(request)
+        ids = [_point_id(r.id) for r in records]
+        return ids, None if following is None else _point_id(following)
+
+    def estimated_count(self) -> int:
+        with self._errors("counting points"):
+            return int(self.shard.count(edge.CountRequest(exact=False)))
+
     def facet_counts(self, key: str, at_least: int) -> dict[str, int]:
         """Points per value of `key`, exact, all values (values keyed by their string form).
 

@@ -121,6 +121,12 @@ class Postgres:
         except SQLAlchemyError as exc:
             raise StoreError(f"PostgreSQL failed while {doing}: {exc}") from None
 
+    @contextmanager
+    def reading(self, doing: str) -> Iterator[sa.Connection]:
+        """A connection for one short read; driver errors become a StoreError naming `doing`."""
+        with self._errors(doing), self.engine.connect() as conn:
+            yield conn
+
     def inspect(self) -> TableInfo:
         """Check the table, its columns and their types, and the point-id index (cached)."""
         if self.info is None:

@@ -13,7 +13,7 @@ import httpx
 from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import ApiException, UnexpectedResponse
 
-from reconcile.diff import Point
+from reconcile.diff import Point, PointId
 from reconcile.errors import ConfigError, StoreError
 from reconcile.settings import Settings
 from reconcile.shards import KeyRange
@@ -45,6 +45,8 @@ class PointStore(Protocol):
     def count(self) -> int: ...
     def has_key(self, key: str) -> bool: ...
     def points(self, key_range: KeyRange | None = None) -> Iterator[Point]: ...
+    def ids_from(self, offset: PointId, limit: int) -> tuple[list[PointId], PointId | None]: ...
+    def estimated_count(self) -> int: ...
     def facet_counts(self, key: str, at_least: int) -> dict[str, int]: ...
     def retrieve(self, point_ids: Sequence[int | str]) -> dict[int | str, dict[str, Any]]: ...
     def apply(self, ops: Sequence[PayloadOp]) -> None: ...
@@ -195,6 +197,30 @@ class Qdrant:
             if next_offset is None:
                 return
             offset = next_offset
+
+    def ids_from(self, offset: PointId, limit: int) -> tuple[list[PointId], PointId | None]:
+        """Up to `limit` ids from `offset` on (inclusive), ascending, and where the next start."""
+        records, following = self._read(
+            "scrolling point ids",
+            functools.partial(
+                self.client.scroll,
+                self.collection,
+                offset=offset,
+                limit=limit,
+                with_payload=False,
+                with_vectors=False,
+            ),
+        )
+        ids = [_point_id(r.id) for r in records]
+        return ids, None if following is None else _point_id(following)
+
+    def estimated_count(self) -> int:
+        """Qdrant's approximate count: an exact one may visit every point."""
+        return int(
+            self._read(
+                "counting points", lambda: self.client.count(self.collection, exact=False).count
+            )
+        )
 
     def facet_counts(self, key: str, at_least: int) -> dict[str, int]:
         """Points per value of `key`, exact, all values (values keyed by their string form)."""

@@ -37,7 +37,6 @@ What is accepted:
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import random
@@ -48,7 +47,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -56,7 +55,7 @@ from reconcile.audit import Stores, using
 from reconcile.diff import Keys, Kind, PointId, ScanStats, diff
 from reconcile.errors import ConfigError
 from reconcile.postgres import Postgres, TableInfo
-from reconcile.qdrant import Qdrant
+from reconcile.qdrant import PointStore
 from reconcile.settings import Settings
 from reconcile.targets import Lookup
 
@@ -397,7 +396,7 @@ class _RowSpace:
             present.order_by(self.column.asc()).scalar_subquery(),
             present.order_by(self.column.desc()).scalar_subquery(),
         )
-        with self.postgres._errors("sampling rows"), self.postgres.engine.connect() as conn:
+        with self.postgres.reading("sampling rows") as conn:
             low, high = conn.execute(stmt).one()
         if low is None or high is None:
             return None
@@ -408,7 +407,7 @@ class _RowSpace:
         table's current size, so it needs no count(*) and no prior ANALYZE."""
         query = sa.select(self.column).where(self.column.is_not(None))
         compiled = str(query.compile(dialect=self.postgres.engine.dialect))
-        with self.postgres._errors("estimating rows"), self.postgres.engine.connect() as conn:
+        with self.postgres.reading("estimating rows") as conn:
             plan = conn.exec_driver_sql("EXPLAIN (FORMAT JSON) " + compiled).scalar_one()
         if isinstance(plan, str):
             plan = json.loads(plan)
@@ -433,7 +432,7 @@ class _RowSpace:
             f"WHERE {col} BETWEEN w.a AND w.b ORDER BY p LIMIT :cap) AS hit"
         )
         found: list[list[int]] = [[] for _ in windows]
-        with self.postgres._errors("sampling rows"), self.postgres.engine.connect() as conn:
+        with self.postgres.reading("sampling rows") as conn:
             # The planner cannot know that a window holds about one row; left alone it
             # may read a window's whole range (bitmap scan, sort) before the LIMIT.
             # Walking the index in order lets the LIMIT bound what a window costs.
@@ -458,14 +457,10 @@ class _RowSpace:
         return str(uuid.UUID(int=value)) if self.uuid else value
 
 
-class _Counted(Protocol):
-    def count(self) -> int: ...
-
-
 class _PointSpace:
     """The collection's ids of the table's kind, read by scrolling from offsets."""
 
-    def __init__(self, store: _Counted, integer: bool) -> None:
+    def __init__(self, store: PointStore, integer: bool) -> None:
         self.store = store
         self.integer = integer
 
@@ -488,14 +483,7 @@ class _PointSpace:
         return first, best
 
     def population(self) -> int:
-        """Qdrant's approximate count: an exact one may visit every point."""
-        store = self.store
-        if isinstance(store, Qdrant):
-            return store._read(
-                "counting points",
-                lambda: store.client.count(store.collection, exact=False).count,
-            )
-        return _edge_count(store)
+        return self.store.estimated_count()
 
     def windows(self, windows: list[Window]) -> Iterator[list[int] | None]:
         for window in windows:
@@ -513,7 +501,7 @@ class _PointSpace:
         ids: list[int] = []
         offset: PointId | None = self._value(start)
         while offset is not None:
-            page, offset = _scroll(self.store, offset, SCROLL_PAGE)
+            page, offset = self.store.ids_from(offset, SCROLL_PAGE)
             for point in page:
                 value = self._ours(point)
                 if value is None or value > end:
@@ -524,7 +512,7 @@ class _PointSpace:
         return ids
 
     def _first_from(self, start: int) -> int | None:
-        page, _ = _scroll(self.store, self._value(start), 1)
+        page, _ = self.store.ids_from(self._value(start), 1)
         return self._ours(page[0]) if page else None
 
     def _ours(self, point: PointId) -> int | None:
@@ -536,61 +524,6 @@ class _PointSpace:
 
     def _value(self, value: int) -> PointId:
         return value if self.integer else str(uuid.UUID(int=value))
-
-
-def _scroll(store: object, offset: PointId, limit: int) -> tuple[list[PointId], PointId | None]:
-    """Point ids from `offset` on (inclusive), ascending, and where the next page starts."""
-    if isinstance(store, Qdrant):
-        qdrant = store
-        records, following = qdrant._read(
-            "sampling points",
-            functools.partial(
-                qdrant.client.scroll,
-                qdrant.collection,
-                offset=offset,
-                limit=limit,
-                with_payload=False,
-                with_vectors=False,
-            ),
-        )
-    else:
-        records, following = _edge_scroll(store, offset, limit)
-    ids = [_point_id(r.id) for r in records]
-    return ids, None if following is None else _point_id(following)
-
-
-def _edge_scroll(store: object, offset: PointId, limit: int) -> tuple[list[Any], Any]:
-    # Imported here: the in-process engine is an optional extra.
-    try:
-        import qdrant_edge as edge
-
-        from reconcile.edge import EdgeQdrant
-    except ImportError:
-        raise ConfigError(f"sampling cannot read the point store {type(store).__name__}") from None
-    if not isinstance(store, EdgeQdrant):
-        raise ConfigError(f"sampling cannot read the point store {type(store).__name__}")
-    request = edge.ScrollRequest(offset=offset, limit=limit, with_payload=False, with_vector=False)
-    with store._errors("sampling points"):
-        records, following = store.shard.scroll(request)
-    return list(records), following
-
-
-def _edge_count(store: _Counted) -> int:
-    try:
-        import qdrant_edge as edge
-
-        from reconcile.edge import EdgeQdrant
-    except ImportError:
-        return store.count()
-    if not isinstance(store, EdgeQdrant):
-        return store.count()
-    with store._errors("counting points"):
-        return int(store.shard.count(edge.CountRequest(exact=False)))
-
-
-def _point_id(value: object) -> PointId:
-    """As the adapters spell ids: integers stay, UUIDs become lower-case strings."""
-    return value if isinstance(value, int) else str(value).lower()
 
 
 def _int_id(value: object) -> int:
@@ -618,7 +551,7 @@ def _classify(
     kinds: dict[PointId, Kind | None] = {}
     for start in range(0, len(distinct), size):
         batch = distinct[start : start + size]
-        chunk = lookup._points(batch)
+        chunk = lookup.chunk(batch)
         drifted = {d.point_id: d.kind for d in diff(chunk.rows, chunk.points, keys, ScanStats())}
         named = {r.point_id for r in chunk.rows}
         present = {p.point_id for p in chunk.points}

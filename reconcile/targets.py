@@ -122,7 +122,7 @@ class Lookup:
                 else:
                     points.append(parsed)
             merged = {p for p in points if p in self.seen}
-            chunk = self._points(points)
+            chunk = self.chunk(points)
             found = {r.point_id for r in chunk.rows} | {p.point_id for p in chunk.points}
             chunk.unknown = unknown + [str(p) for p in points if p not in found and p not in merged]
             yield chunk
@@ -138,10 +138,10 @@ class Lookup:
         for point in changed:
             batch.append(point)
             if len(batch) == self.size:
-                yield self._points(batch)
+                yield self.chunk(batch)
                 batch = []
         if batch:
-            yield self._points(batch)
+            yield self.chunk(batch)
 
     def _faces(self, face_ids: list[str]) -> Chunk:
         parsed = {raw: _parse(raw, self.info.id_type) for raw in face_ids}
@@ -149,12 +149,12 @@ class Lookup:
         found = self.postgres.points_of_faces(valid) if valid else {}
         unknown = [raw for raw, v in parsed.items() if v is None or str(v) not in found]
         without_point = [Row(None, face, None) for face, point in found.items() if point is None]
-        chunk = self._points([p for p in found.values() if p is not None])
+        chunk = self.chunk([p for p in found.values() if p is not None])
         chunk.rows += without_point
         chunk.unknown = unknown
         return chunk
 
-    def _points(self, point_ids: list[PointId]) -> Chunk:
+    def chunk(self, point_ids: list[PointId]) -> Chunk:
         fresh = sorted({p for p in point_ids if p not in self.seen}, key=point_order)
         self.seen.update(fresh)
         if not fresh:

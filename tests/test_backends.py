@@ -182,6 +182,23 @@ def test_points_stay_ascending_after_writes(backend: Backend) -> None:
     assert [p.point_id for p in store.points()] == ascending(ids)
 
 
+def test_ids_from_an_offset_page_by_page(backend: Backend) -> None:
+    """The sampler's read: ids from an inclusive offset, and where the next page starts."""
+    seed = mixed_seed()
+    store = backend.fill(seed)
+    expected = ascending([i for i, _ in seed])
+    start = expected[len(expected) // 3]  # an existing id: the offset is inclusive
+    got: list[PointId] = []
+    offset: PointId | None = start
+    while offset is not None:
+        page, offset = store.ids_from(offset, 7)
+        assert len(page) <= 7
+        got += page
+    assert got == expected[len(expected) // 3 :]
+    assert store.ids_from(expected[-1], 5) == ([expected[-1]], None)
+    assert store.estimated_count() == len(seed)  # approximate, but exact at this size
+
+
 def test_payload_holds_only_configured_keys(backend: Backend) -> None:
     store = backend.fill(
         [
@@ -401,3 +418,9 @@ def test_cli_audit_and_repair_on_an_edge_store(world: World, tmp_path: Path) -> 
     assert json.loads(repair.stdout)["verified"] == 1
     counts = run_cli("audit", *args, "--counts", "--format", "json", env=env)
     assert counts.returncode == 0, counts.stderr
+    # Sampling reads the store through the same adapter (ids from offsets, estimates).
+    sample = run_cli("audit", *args, "--sample", "20", "--seed", "3", "--format", "json", env=env)
+    assert sample.returncode == 0, sample.stderr
+    sampled = json.loads(sample.stdout)
+    assert sampled["points"]["sampled"] > 0 and sampled["points"]["population_estimate"] == 2
+    assert sampled["drift_seen"] == 0
