@@ -52,7 +52,8 @@ class Keys:
 
 
 # Row and Point are named tuples rather than dataclasses: a million of each are
-# built per million faces, and a tuple is built in a third of the time.
+# built per million faces, and a tuple is built in under half the time (0.15 µs
+# against 0.34 µs for a frozen slotted dataclass of four fields).
 class Row(NamedTuple):
     """One face row; `person_id` is already the canonical payload value (lower-case UUID)."""
 
