@@ -172,8 +172,8 @@ def audit(
                         # released: each stream read ahead in a thread of its own
                         # overlaps the other and the merge. An engine in this process
                         # (local mode, edge) holds the GIL while it scrolls, so there
-                        # threads only add switching (1M faces on edge: 7.3 s with
-                        # PostgreSQL in a thread, 6.0 s without; BENCHMARKS.md).
+                        # threads only add switching (1M faces on edge: 5.8 s with
+                        # PostgreSQL in a thread, 5.2 s without; BENCHMARKS.md).
                         points, rows = prefetched(points), prefetched(rows)
                     points = _timed(_counting(points, progress), deadline)
                     try:

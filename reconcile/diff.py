@@ -237,6 +237,9 @@ def diff(
     last_point: PointId | None = None
     rid: PointId = 0  # the point id of `group`
     group: list[Row] | None = None  # the rows of the smallest point id not yet judged
+    # Rows read for `group` (and rows without a point read after it) are counted
+    # when it is judged: a scan stopped by the deadline counts only what it judged.
+    pending = pending_without = 0
     try:
         row = next(row_iter, None)
         point = next(point_iter, None)
@@ -256,17 +259,19 @@ def diff(
                 if row is not None:
                     rid = row[0]  # type: ignore[assignment]  # rows without a point were skipped
                     group = [row]
-                    n_rows += 1
+                    pending = 1
                     row = next(row_iter, None)
                     while row is not None and (row[0] == rid or row[0] is None):
-                        n_rows += 1
+                        pending += 1
                         if row[0] is None:
-                            n_without += 1
+                            pending_without += 1
                         else:
                             group.append(row)
                         row = next(row_iter, None)
                     # The row after the group is checked before anything is judged,
-                    # so a stream out of order reports nothing false first.
+                    # so rows out of order report nothing false first. (Points out
+                    # of order are found when fetched; the run then stops, and
+                    # writes no details file and no repair.)
                     if row is not None and _before(row[0], rid):  # type: ignore[arg-type]
                         raise _out_of_order("rows", row[0], rid)  # type: ignore[arg-type]
             # Which side holds the smallest id: -1 rows only, 1 the point only, 0 both.
@@ -293,6 +298,9 @@ def diff(
                 continue
             assert group is not None
             rows_, group = group, None
+            n_rows += pending
+            n_without += pending_without
+            pending = pending_without = 0
             first = rows_[0]
             if first[3] or (len(rows_) > 1 and any(r[3] for r in rows_)):
                 # An application write may be in flight for this face: judge it next run.

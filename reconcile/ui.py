@@ -158,7 +158,7 @@ def render_plan(plan: Plan, console: Console) -> None:
         for person, pp in plan.by_person:
             table.add_row(person, f"{pp.set:,}", f"{pp.cleared:,}", f"{pp.flags:,}")
         console.print(table)
-    persons = f"{plan.persons:,}" if plan.persons_exact else f"more than {plan.persons:,}"
+    persons = f"{plan.persons:,}" if plan.persons_exact else f"at least {plan.persons:,}"
     console.print(
         f"plan: set the person on {plan.set_person:,} points, clear it on "
         f"{plan.clear_person:,}, fix the flag on {plan.set_flag:,}; {persons} persons; "
@@ -166,8 +166,8 @@ def render_plan(plan: Plan, console: Console) -> None:
     )
     if not plan.persons_exact:
         console.print(
-            "more persons have changes than the plan keeps counters for: the counts by "
-            "person are upper bounds (each at most its error in --format json too high)"
+            "more persons have changes than the plan keeps counters for: each person may "
+            "have up to its error (in --format json) more changes than its columns show"
         )
     if plan.guard:
         console.print(f"guard: would refuse: {plan.guard}", markup=False, highlight=False)

@@ -146,6 +146,23 @@ def test_a_point_stream_stopped_by_the_deadline_loses_no_judged_point() -> None:
     assert (stats.points, stats.in_sync) == (3, 2)
 
 
+def test_a_stopped_scan_counts_only_the_rows_it_judged() -> None:
+    # Row 3 is read (to know point 2 is an orphan) but not judged when the stream
+    # stops at point 3: the report's counts cover the point ids seen so far.
+    def points() -> Iterator[Point]:
+        yield Point(1, {"person_id": P})
+        yield Point(2, {})
+        raise _Stop
+
+    rows = [Row(1, "a", P), Row(None, "x", None), Row(3, "b", P), Row(None, "y", None)]
+    stats = ScanStats()
+    seen: list[Drift] = []
+    with pytest.raises(_Stop):
+        seen.extend(diff(rows, points(), Keys("person_id"), stats))
+    assert [(d.kind, d.point_id) for d in seen] == [(Kind.ORPHAN_POINT, 2)]
+    assert (stats.rows, stats.rows_without_point, stats.points) == (2, 1, 2)
+
+
 def test_a_recent_row_skips_its_point_even_after_an_orphan() -> None:
     stats = ScanStats()
     drifts = list(diff([Row(5, "a", P, True)], [Point(4, {}), Point(5, {})], KEYS, stats))

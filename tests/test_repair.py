@@ -611,5 +611,5 @@ def test_a_plan_for_more_persons_than_counters_stays_bounded_and_says_so(
     assert all(p["set"] + p["error"] >= 1 for p in top.values())
     out = io.StringIO()
     render_plan(report.plan, Console(file=out, width=200))
-    assert "more than 2 persons" in out.getvalue()
-    assert "upper bounds" in out.getvalue()
+    assert "at least 2 persons" in out.getvalue()
+    assert "up to its error" in out.getvalue()
