@@ -137,10 +137,7 @@ class Postgres:
         s = self.settings
         schema, name = table_parts(s.table)
         qualified = f"{schema}.{name}" if schema else name
-        with (
-            self._errors("reading the table's definition"),
-            self.engine.connect() as conn,
-        ):
+        with self.reading("reading the table's definition") as conn:
             oid = conn.execute(
                 sa.text(
                     "SELECT to_regclass(CASE WHEN CAST(:schema AS text) IS NULL THEN '' "
@@ -206,7 +203,7 @@ class Postgres:
         )
 
     def count(self) -> int:
-        with self._errors("counting rows"), self.engine.connect() as conn:
+        with self.reading("counting rows") as conn:
             return int(
                 conn.execute(sa.select(sa.func.count()).select_from(self.table)).scalar_one()
             )
@@ -286,7 +283,7 @@ class Postgres:
         # Identifiers are plain (settings.check_identifier), so the statement holds
         # no % that psycopg would need to unescape when there are no params.
         query = f"COPY ({compiled}) TO STDOUT"
-        with self._errors("streaming rows"), self.engine.connect() as conn:
+        with self.reading("streaming rows") as conn:
             raw = conn.connection.driver_connection
             assert raw is not None
             try:
@@ -303,7 +300,7 @@ class Postgres:
     def point_bounds(self) -> tuple[int, int] | None:
         """min and max of an integer point column (index probes), None when empty."""
         stmt = sa.select(sa.func.min(self._point), sa.func.max(self._point))
-        with self._errors("reading the point id range"), self.engine.connect() as conn:
+        with self.reading("reading the point id range") as conn:
             low, high = conn.execute(stmt).one()
         return None if low is None else (int(low), int(high))
 
@@ -315,7 +312,7 @@ class Postgres:
         makes the server end the session (and free our row locks) if this process
         hangs or dies while holding them, so the application is never blocked for long.
         """
-        with self._errors("locking rows"), self.engine.connect() as conn, conn.begin():
+        with self.reading("locking rows") as conn, conn.begin():
             conn.execute(
                 sa.text(
                     "SELECT set_config('lock_timeout', :lock, true), "
@@ -354,12 +351,12 @@ class Postgres:
     def points_of_faces(self, face_ids: list[str]) -> dict[str, int | str | None]:
         """The point each of these faces names; unknown faces are left out."""
         stmt = sa.select(self._id, self._point).where(self._id.in_(face_ids))
-        with self._errors("looking up faces"), self.engine.connect() as conn:
+        with self.reading("looking up faces") as conn:
             return {str(face): _point_value(point) for face, point in conn.execute(stmt)}
 
     def rows_of_points(self, point_ids: list[int | str]) -> list[Row]:
         """Every row naming these points, ascending by point id, without locks."""
-        with self._errors("looking up rows"), self.engine.connect() as conn:
+        with self.reading("looking up rows") as conn:
             rows = self.select_rows(conn, point_ids, LockMode.NONE)
         return sorted(rows, key=lambda r: point_order(r.point_id if r.point_id is not None else 0))
 
@@ -370,7 +367,7 @@ class Postgres:
             .where(self._updated >= since, self._point.is_not(None))
             .execution_options(yield_per=self.settings.page_size)
         )
-        with self._errors("reading changed rows"), self.engine.connect() as conn:
+        with self.reading("reading changed rows") as conn:
             for (point,) in conn.execute(stmt):
                 value = _point_value(point)
                 assert value is not None
@@ -378,7 +375,7 @@ class Postgres:
 
     def now(self) -> datetime:
         """The database's clock: run windows must not depend on this machine's clock."""
-        with self._errors("reading the clock"), self.engine.connect() as conn:
+        with self.reading("reading the clock") as conn:
             value = conn.execute(sa.select(sa.func.now())).scalar_one()
         assert isinstance(value, datetime)
         return value
@@ -390,7 +387,7 @@ class Postgres:
             .where(self._person.is_not(None))
             .group_by(self._person)
         )
-        with self._errors("counting faces per person"), self.engine.connect() as conn:
+        with self.reading("counting faces per person") as conn:
             return {str(_point_value(person)): int(n) for person, n in conn.execute(stmt)}
 
     def rows_per_point(
