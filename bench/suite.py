@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import platform
-import queue
 import re
 import resource
 import shutil
@@ -40,6 +39,8 @@ from pathlib import Path
 from typing import Any
 
 import worlds
+
+from reconcile.audit import prefetched  # the product's read-ahead, as audits use it
 
 BENCH = Path(__file__).resolve().parent
 DEFAULT_ROOT = BENCH / ".worlds"
@@ -114,33 +115,6 @@ def drain(items: Iterable[object]) -> int:
     for _ in items:
         n += 1
     return n
-
-
-def prefetched(items: Iterator[Any], batch: int = 1000, depth: int = 8) -> Iterator[Any]:
-    """`items` produced in a background thread, handed over in lists of `batch`."""
-    handoff: queue.Queue[list[Any] | BaseException | None] = queue.Queue(maxsize=depth)
-
-    def produce() -> None:
-        try:
-            chunk: list[Any] = []
-            for item in items:
-                chunk.append(item)
-                if len(chunk) >= batch:
-                    handoff.put(chunk)
-                    chunk = []
-            handoff.put(chunk)
-            handoff.put(None)
-        except BaseException as exc:
-            handoff.put(exc)
-
-    threading.Thread(target=produce, daemon=True).start()
-    while True:
-        got = handoff.get()
-        if got is None:
-            return
-        if isinstance(got, BaseException):
-            raise got
-        yield from got
 
 
 def _settings(spec: dict[str, Any], edge_path: str | None = None) -> Any:
@@ -597,7 +571,7 @@ def merge_in_second_process(settings: Any, shard: Any) -> tuple[dict[str, int], 
     import multiprocessing
     import pickle
 
-    import qdrant_edge as edge
+    from reconcile.diff import batched
 
     started = time.perf_counter()
     conn, child = multiprocessing.Pipe()
@@ -606,26 +580,15 @@ def merge_in_second_process(settings: Any, shard: Any) -> tuple[dict[str, int], 
     )
     worker.start()
     child.close()
-    ready = None
-    offset = None
-    while True:
-        request = edge.ScrollRequest(
-            offset=offset, limit=1000, with_payload=list(settings.keys), with_vector=False
-        )
-        records, offset = shard.scroll(request)
-        page = [(r.id if type(r.id) is int else str(r.id), r.payload or {}) for r in records]
-        if ready is None:
-            if conn.recv_bytes() != b"ready":
-                raise RuntimeError("the merge worker did not start")
-            ready = time.perf_counter() - started
+    if conn.recv_bytes() != b"ready":
+        raise RuntimeError("the merge worker did not start")
+    ready = time.perf_counter() - started
+    for page in batched(edge_tuples(shard, list(settings.keys), page=1000), 1000):
         conn.send_bytes(pickle.dumps(page, protocol=pickle.HIGHEST_PROTOCOL))
-        if offset is None:
-            break
-        offset = str(offset)
     conn.send_bytes(b"")
     counts = conn.recv()
     worker.join(timeout=30)
-    return counts, ready or 0.0
+    return counts, ready
 
 
 def _serve_pages(edge_path: str, keys: list[str], conn: Any, latency: float) -> None:
@@ -1223,6 +1186,11 @@ class Table:
         return "\n".join(lines)
 
 
+def seconds_row(table: Table, title: str, values: list[float]) -> None:
+    """A row of seconds per size, and how the largest compares with the smallest."""
+    table.add(title, *(f"{v:.2f}" for v in values), ratio(values[-1], values[0]))
+
+
 def ratio(a: float | None, b: float | None) -> str:
     if a is None or b is None or b == 0:
         return "n/a"
@@ -1340,8 +1308,7 @@ def report(
         ("second_process", "prototype: PostgreSQL and the merge in a spawned second process"),
         ("worker_ready", "  of which starting that process (imports, connect)"),
     ):
-        values = [x[key] for x in w]
-        parts.add(title, *(f"{v:.2f}" for v in values), ratio(values[-1], values[0]))
+        seconds_row(parts, title, [x[key] for x in w])
     parts.add(
         "a Python thread's speed while the engine scrolls (share of alone)",
         *(f"{x['gil_share']:.0%}" for x in w),
@@ -1356,8 +1323,7 @@ def report(
     rm = [results[n]["remote"] for n in sizes]
 
     def served_line(title: str, key: str) -> None:
-        values = [x[key] for x in rm]
-        served.add(title, *(f"{v:.2f}" for v in values), ratio(values[-1], values[0]))
+        seconds_row(served, title, [x[key] for x in rm])
 
     served_line("PostgreSQL stream alone", "pg")
     for latency in REMOTE_LATENCIES:
@@ -1380,10 +1346,8 @@ def report(
         ["", *names, growth],
     )
     r = [results[n]["readers"] for n in sizes]
-    reads.add(
-        "reconcile Postgres.rows() (COPY per keyset chunk, Row tuples)",
-        *(f"{x['pg']:.2f}" for x in s),
-        ratio(s[-1]["pg"], s[0]["pg"]),
+    seconds_row(
+        reads, "reconcile Postgres.rows() (COPY per keyset chunk, Row tuples)", [x["pg"] for x in s]
     )
     for name in r[0]:
         cells = [f"{x[name]['seconds']:.2f}; {x[name]['longest_transaction']:.2f}" for x in r]
