@@ -20,17 +20,13 @@ from pathlib import Path
 
 from qdrant_client import QdrantClient
 
-from reconcile.audit import Stores, audit
-from reconcile.demo import (
-    build_world,
-    create_collection,
-    create_schema,
-    start_embedded_postgres,
-    stop_embedded_postgres,
-)
-from reconcile.postgres import Postgres
-from reconcile.qdrant import Qdrant
+from reconcile.ops.audit import audit
 from reconcile.settings import Settings
+from reconcile.stores import Stores
+from reconcile.stores.postgres import Postgres
+from reconcile.stores.qdrant import Qdrant
+from reconcile.testing.embedded import start_embedded_postgres, stop_embedded_postgres
+from reconcile.testing.world import build_world, create_collection, create_schema
 
 
 def timed(fn: Callable[[], object], repeat: int) -> list[float]:

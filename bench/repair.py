@@ -27,18 +27,15 @@ from typing import Any
 import psycopg
 from qdrant_client import QdrantClient
 
-from reconcile.audit import Stores, audit
-from reconcile.demo import (
-    build_world,
-    create_collection,
-    create_schema,
-    start_embedded_postgres,
-    stop_embedded_postgres,
-)
-from reconcile.qdrant import Qdrant
-from reconcile.repair import RepairOptions, repair
+from reconcile.ops.audit import audit
+from reconcile.ops.repair import repair
+from reconcile.ops.undo import undo
+from reconcile.plan import RepairOptions
 from reconcile.settings import Settings
-from reconcile.undo import undo
+from reconcile.stores import Stores
+from reconcile.stores.qdrant import Qdrant
+from reconcile.testing.embedded import start_embedded_postgres, stop_embedded_postgres
+from reconcile.testing.world import build_world, create_collection, create_schema
 
 
 class Counting:

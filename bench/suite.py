@@ -40,7 +40,7 @@ from typing import Any
 
 import worlds
 
-from reconcile.audit import prefetched  # the product's read-ahead, as audits use it
+from reconcile.scan import prefetched  # the product's read-ahead, as audits use it
 
 BENCH = Path(__file__).resolve().parent
 DEFAULT_ROOT = BENCH / ".worlds"
@@ -146,7 +146,8 @@ def _scratch(spec: dict[str, Any]) -> Path:
 
 def task_streams(spec: dict[str, Any]) -> dict[str, Any]:
     """Each stream alone and the full audit, all warm, medians of `repeat` runs."""
-    from reconcile.audit import Stores, audit
+    from reconcile.ops.audit import audit
+    from reconcile.stores import Stores
 
     settings = _settings(spec)
     out: dict[str, list[float]] = defaultdict(list)
@@ -180,7 +181,8 @@ def task_memory(spec: dict[str, Any]) -> dict[str, Any]:
     Both also note what the process holds at each quarter of the scan: flat
     memory means the last quarter holds what the first did.
     """
-    from reconcile.audit import Stores, audit
+    from reconcile.ops.audit import audit
+    from reconcile.stores import Stores
 
     settings = _settings(spec)
     quarters = [spec["points"] * q // 4 for q in (1, 2, 3)]
@@ -230,8 +232,8 @@ def task_readers(spec: dict[str, Any]) -> dict[str, Any]:
     import sqlalchemy as sa
     from psycopg.types.string import TextLoader
 
-    from reconcile.diff import Row
     from reconcile.settings import sqlalchemy_url
+    from reconcile.stores.base import Row
 
     url = spec["database_url"]
     columns = "qdrant_point_id, id, person_id"
@@ -441,8 +443,9 @@ def task_whatif(spec: dict[str, Any]) -> dict[str, Any]:
 
     import qdrant_edge as edge
 
-    from reconcile.audit import Stores, audit
     from reconcile.diff import Keys, ScanStats, diff
+    from reconcile.ops.audit import audit
+    from reconcile.stores import Stores
 
     settings = _settings(spec)
     keys = Keys(settings.person_key, settings.flag_key)
@@ -540,8 +543,9 @@ def _merge_worker(settings: Any, conn: Any) -> None:
     """Child process: read PostgreSQL and merge against point pages sent by the parent."""
     import pickle
 
-    from reconcile.diff import Keys, Point, ScanStats, diff
-    from reconcile.postgres import Postgres
+    from reconcile.diff import Keys, ScanStats, diff
+    from reconcile.stores.base import Point
+    from reconcile.stores.postgres import Postgres
 
     postgres = Postgres(settings)
     postgres.inspect()
@@ -600,7 +604,7 @@ def _serve_pages(edge_path: str, keys: list[str], conn: Any, latency: float) -> 
     """
     import qdrant_edge as edge
 
-    from reconcile.edge import open_edge_store
+    from reconcile.stores.edge import open_edge_store
 
     shard = open_edge_store(Path(edge_path))
     conn.send("ready")
@@ -643,7 +647,7 @@ class RemoteEdge:
         pass
 
     def points(self, key_range: Any = None) -> Iterator[Any]:
-        from reconcile.diff import Point
+        from reconcile.stores.base import Point
 
         assert key_range is None or (key_range.low is None and key_range.high is None)
         offset = None
@@ -667,9 +671,10 @@ def task_remote(spec: dict[str, Any]) -> dict[str, Any]:
     set) and in the scanning thread for an engine in its own process; both ways
     are timed here against the same out-of-process stream.
     """
-    from reconcile.audit import Stores, audit
-    from reconcile.postgres import Postgres
+    from reconcile.ops.audit import audit
     from reconcile.settings import Settings
+    from reconcile.stores import Stores
+    from reconcile.stores.postgres import Postgres
 
     as_server = Settings(
         database_url=spec["database_url"],
@@ -805,9 +810,10 @@ class CountingShard:
 
 def task_repair(spec: dict[str, Any]) -> dict[str, Any]:
     """reconcile repair on a copy of the world, undone from its journal, then again traced."""
-    from reconcile.audit import Stores
-    from reconcile.repair import RepairOptions, repair
-    from reconcile.undo import undo
+    from reconcile.ops.repair import repair
+    from reconcile.ops.undo import undo
+    from reconcile.plan import RepairOptions
+    from reconcile.stores import Stores
 
     scratch = _scratch(spec)
     settings = _settings(spec, str(scratch))
@@ -887,8 +893,8 @@ def naive_resync(url: str, shard: Any) -> dict[str, int]:
 
 
 def task_naive(spec: dict[str, Any]) -> dict[str, Any]:
-    from reconcile.audit import audit
-    from reconcile.edge import open_edge_store
+    from reconcile.ops.audit import audit
+    from reconcile.stores.edge import open_edge_store
 
     scratch = _scratch(spec)
     try:
@@ -914,7 +920,8 @@ def task_naive(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def task_targeted(spec: dict[str, Any]) -> dict[str, Any]:
-    from reconcile.audit import Stores, audit
+    from reconcile.ops.audit import audit
+    from reconcile.stores import Stores
     from reconcile.targets import Targets
 
     settings = _settings(spec)
@@ -934,10 +941,10 @@ def task_targeted(spec: dict[str, Any]) -> dict[str, Any]:
 
 def task_sample(spec: dict[str, Any]) -> dict[str, Any]:
     try:
-        from reconcile.sample import sample_audit
+        from reconcile.ops.sample import sample_audit
     except ImportError as exc:
         return {"missing": f"reconcile.sample.sample_audit not available ({exc})"}
-    from reconcile.audit import Stores
+    from reconcile.stores import Stores
 
     settings = _settings(spec)
     times, faces, points = [], [], []
@@ -966,7 +973,8 @@ def task_profile(spec: dict[str, Any]) -> dict[str, Any]:
     except ImportError:
         return {"missing": "neither py-spy nor pyinstrument is installed in this venv"}
 
-    from reconcile.audit import Stores, audit
+    from reconcile.ops.audit import audit
+    from reconcile.stores import Stores
 
     settings = _settings(spec)
     with Stores(settings) as stores:
@@ -1011,7 +1019,7 @@ def task_profile(spec: dict[str, Any]) -> dict[str, Any]:
 
 def task_audit_once(spec: dict[str, Any]) -> dict[str, Any]:
     """One audit in a fresh process (what py-spy watches)."""
-    from reconcile.audit import audit
+    from reconcile.ops.audit import audit
 
     report, seconds = timed(lambda: audit(_settings(spec)))
     _check(report, spec)
@@ -1514,7 +1522,7 @@ def start_postgres(root: Path) -> tuple[str, Callable[[], None]]:
     external = os.environ.get("RECONCILE_BENCH_DATABASE_URL")
     if external:
         return external, lambda: None
-    from reconcile.demo import start_embedded_postgres, stop_embedded_postgres
+    from reconcile.testing.embedded import start_embedded_postgres, stop_embedded_postgres
 
     pgdata = root / "pgdata"
     url = start_embedded_postgres(pgdata)

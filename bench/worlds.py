@@ -35,9 +35,9 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from reconcile.demo import create_schema
 from reconcile.diff import Kind
-from reconcile.edge import create_edge_store, upsert
+from reconcile.stores.edge import create_edge_store, upsert
+from reconcile.testing.world import create_schema
 
 GENERATOR_VERSION = 2
 DIM = 4

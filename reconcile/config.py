@@ -41,6 +41,7 @@ _QDRANT_LOCATIONS = ("qdrant_url", "qdrant_path", "qdrant_edge")
 _FIELDS: tuple[dataclasses.Field[Any], ...] = dataclasses.fields(Settings)
 _NAMES: tuple[str, ...] = tuple(f.name for f in _FIELDS)
 _LOCATIONS = tuple(name for name in _QDRANT_LOCATIONS if name in _NAMES)
+SETTING_NAMES = _NAMES  # every setting, in the dataclass's order
 
 
 def _base_type(hint: Any) -> type:

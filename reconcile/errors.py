@@ -15,6 +15,14 @@ class ExitCode(IntEnum):
     STORE = 3
     GUARD = 4
     LOCKED = 5
+    # A signal stopped the run where nothing was half-done: 128 + the signal, as a shell says.
+    SIGINT = 128 + signal.SIGINT
+    SIGTERM = 128 + signal.SIGTERM
+
+    @classmethod
+    def for_signal(cls, signum: int) -> ExitCode:
+        """130 for SIGINT, 143 for SIGTERM: the two signals a run stops cleanly on."""
+        return cls(128 + signum)
 
 
 class ReconcileError(Exception):
@@ -57,4 +65,4 @@ class Interrupted(ReconcileError):
     def __init__(self, signum: int) -> None:
         name = signal.Signals(signum).name
         super().__init__(f"interrupted by {name}: nothing was half-written")
-        self.exit_code = 128 + signum  # type: ignore[assignment]
+        self.exit_code = ExitCode.for_signal(signum)

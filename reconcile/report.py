@@ -1,4 +1,8 @@
-"""Counting drift, the per-person breakdown, the JSON report, and the details file."""
+"""The report contract, counting drift, the per-person breakdown, and the details file.
+
+Every operation returns a `Report`: `to_json()` is its documented JSON (keys
+are only ever added within a `SCHEMA_VERSION`), `exit_code` what the CLI exits with.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +11,41 @@ import json
 import os
 import tempfile
 from collections import Counter
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
-from reconcile.diff import REPAIRABLE, Drift, Kind, ScanStats
-from reconcile.errors import ConfigError
+from reconcile.diff import DRIFT_KINDS, REPAIRABLE, Drift, Kind, ScanStats
+from reconcile.errors import ConfigError, ExitCode
 
 SCHEMA_VERSION = 1
+
+
+class Report(Protocol):
+    """What every operation returns, and all the CLI needs of it."""
+
+    def to_json(self) -> dict[str, Any]: ...
+
+    @property
+    def exit_code(self) -> ExitCode: ...
+
+
+class ScopeKind(StrEnum):
+    """Which faces an audit looked at; the first word of the report's `scope`."""
+
+    FULL = "full"
+    SHARD = "shard"  # "shard i/N"
+    TARGETED = "targeted"  # given face or point ids
+    SINCE = "since"  # "since <timestamp>": --since and --incremental
+
+    @property
+    def scanned(self) -> bool:
+        """A scan of the id space (all of it or a slice), not a lookup of some faces."""
+        return self in (ScopeKind.FULL, ScopeKind.SHARD)
 
 
 @dataclass(frozen=True)
@@ -32,7 +61,7 @@ class AuditReport:
     top_persons: list[tuple[str, int]]
     duration_seconds: float
     details: str | None = None
-    scope: str = "full"  # "full", "targeted" or "since <timestamp>"
+    scope: str = "full"  # "full", "shard i/N", "targeted" or "since <timestamp>" (ScopeKind)
     unknown_ids: list[str] = field(default_factory=list)  # targeted ids found in neither store
     started_at: datetime | None = None  # the database's clock when the run began
     skipped_recent: int = 0  # in the grace window: neither counted as drift nor repaired
@@ -50,6 +79,19 @@ class AuditReport:
     @property
     def repairable(self) -> int:
         return sum(self.counts[kind] for kind in REPAIRABLE)
+
+    @property
+    def scope_kind(self) -> ScopeKind:
+        return ScopeKind(self.scope.split(" ", 1)[0])
+
+    def failing(self, kinds: Collection[str] = DRIFT_KINDS) -> ExitCode:
+        """DRIFT when any of `kinds` was found or the scan stopped early, else OK."""
+        drifting = any(self.counts[kind] for kind in kinds)
+        return ExitCode.DRIFT if drifting or not self.complete else ExitCode.OK
+
+    @property
+    def exit_code(self) -> ExitCode:
+        return self.failing()
 
     def to_json(self) -> dict[str, Any]:
         return {

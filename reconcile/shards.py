@@ -11,32 +11,11 @@ from __future__ import annotations
 
 import re
 import uuid
-from dataclasses import dataclass
 
-from reconcile.diff import PointId, point_order
 from reconcile.errors import ConfigError
+from reconcile.stores.base import KeyRange, PointId
 
 UUID_SPACE = 2**128
-
-
-@dataclass(frozen=True)
-class KeyRange:
-    """Point ids from `low` (inclusive) to `high` (exclusive); None means unbounded."""
-
-    low: PointId | None = None
-    high: PointId | None = None
-
-    @property
-    def first(self) -> bool:
-        """The slice that also counts rows whose point id is NULL."""
-        return self.low is None
-
-    def beyond(self, point_id: PointId) -> bool:
-        """Whether `point_id` is at or past this range's end (ranges are half-open)."""
-        return self.high is not None and point_order(point_id) >= point_order(self.high)
-
-    def describe(self) -> str:
-        return f"[{self.low if self.low is not None else '-inf'}, {self.high or '+inf'})"
 
 
 def parse_shard(text: str) -> tuple[int, int]:

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from reconcile.diff import Point, PointId, Row, batched, point_order
+from reconcile.diff import batched
 from reconcile.errors import ConfigError
-from reconcile.postgres import TIME_TYPES, Postgres, TableInfo
-from reconcile.qdrant import PointStore
+from reconcile.stores.base import Point, PointId, PointStore, Row, point_order
+from reconcile.stores.postgres import TIME_TYPES, Postgres, TableInfo
 
 _DURATION = re.compile(r"(\d+)\s*([smhdw])")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}

@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import psycopg
 import pytest
 
-from reconcile.demo import start_embedded_postgres, stop_embedded_postgres
+from reconcile.testing.embedded import start_embedded_postgres, stop_embedded_postgres
 from tests.world import World
 
 
@@ -62,7 +62,9 @@ def world(pg_url: str, tmp_path: Path) -> Iterator[World]:
     w.close()
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, module: str = "reconcile"
+) -> subprocess.CompletedProcess[str]:
     """The CLI as cron runs it: a separate process, no terminal, exit code and both streams."""
     clean = {
         k: v
@@ -70,7 +72,7 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
         if k not in {"DATABASE_URL", "QDRANT_URL", "QDRANT_PATH"}
     }
     return subprocess.run(
-        [sys.executable, "-m", "reconcile", *args],
+        [sys.executable, "-m", module, *args],
         env={**clean, **(env or {})},
         capture_output=True,
         text=True,

@@ -6,7 +6,8 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from reconcile.diff import Kind, Row
+from reconcile.diff import Kind
+from reconcile.stores.base import Row
 
 ABSENT = object()
 

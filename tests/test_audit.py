@@ -14,11 +14,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reconcile.audit import audit
-from reconcile.demo import create_collection, create_schema
-from reconcile.diff import Kind, Point, Row
+from reconcile.diff import Kind
 from reconcile.errors import ConfigError, StoreError
+from reconcile.ops.audit import audit
 from reconcile.settings import Settings
+from reconcile.stores.base import Point, Row
+from reconcile.testing.world import create_collection, create_schema
 from tests.naive import naive_counts
 from tests.world import SERVICE, World
 
@@ -205,8 +206,8 @@ def test_real_stores_equal_naive_diff(world: World, data: st.DataObject) -> None
 
 def test_rows_read_by_copy_keep_text_exact_and_integers_typed(world: World) -> None:
     """COPY's text format escapes tabs, newlines and backslashes: they must come back as stored."""
-    from reconcile.diff import Row
-    from reconcile.postgres import Postgres
+    from reconcile.stores.base import Row
+    from reconcile.stores.postgres import Postgres
 
     world.conn.execute(
         "CREATE TABLE legacy_faces (id text PRIMARY KEY, owner text, point bigint, "

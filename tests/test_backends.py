@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 from qdrant_client import QdrantClient, models
 
-from reconcile.demo import create_collection
-from reconcile.diff import PointId
-from reconcile.edge import EdgeQdrant, create_edge_store, open_edge_store, upsert
 from reconcile.errors import ConfigError, StoreError
-from reconcile.qdrant import DeleteKeys, PointStore, Qdrant, SetKeys
 from reconcile.settings import Settings
+from reconcile.stores.base import DeleteKeys, PointId, PointStore, SetKeys
+from reconcile.stores.edge import EdgeQdrant, create_edge_store, open_edge_store, upsert
+from reconcile.stores.qdrant import Qdrant
+from reconcile.testing.world import create_collection
 from tests.world import World
 
 DIM = 4

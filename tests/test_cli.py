@@ -9,7 +9,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from reconcile.demo import start_embedded_postgres, stop_embedded_postgres
+from reconcile.testing.embedded import start_embedded_postgres, stop_embedded_postgres
 from tests.conftest import run_cli
 from tests.world import World
 

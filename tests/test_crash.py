@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from reconcile.undo import undo
+from reconcile.ops.undo import undo
 from tests.conftest import run_cli
 from tests.test_repair import snapshot
 from tests.world import World
 
+# The CLI with a kill point (fault injection: reconcile/testing/crashing.py).
+CRASHING = "reconcile.testing.crashing"
 ARGS = ["--flag-key", "is_assigned", "--yes", "--max-changes", "100%", "--batch-size", "3"]
 
 
@@ -46,6 +48,7 @@ def test_sigterm_finishes_the_batch_in_flight_then_stops(world: World, tmp_path:
         "--format",
         "json",
         env={**env, "RECONCILE_TEST_KILL_AT": "2:before-write=SIGTERM"},
+        module=CRASHING,
     )
     assert stopped.returncode == 143, stopped.stderr
     report = json.loads(stopped.stdout)
@@ -119,6 +122,7 @@ def test_kill_9_again_and_again_loses_nothing(world: World, tmp_path: Path) -> N
             "--journal",
             str(journal),
             env={**env, "RECONCILE_TEST_KILL_AT": point},
+            module=CRASHING,
         )
         assert result.returncode == -9, result.stderr
         records = journal_records(journal)

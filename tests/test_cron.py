@@ -9,8 +9,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from reconcile.audit import audit
-from reconcile.repair import RepairOptions, repair
+from reconcile.ops.audit import audit
+from reconcile.ops.repair import repair
+from reconcile.plan import RepairOptions
 from tests.conftest import run_cli
 from tests.world import World
 

@@ -11,13 +11,10 @@ import psycopg
 import pytest
 from qdrant_client import QdrantClient
 
-from reconcile.demo import (
-    DRIFT_KINDS,
-    DemoWorld,
-    build_demo,
-    stop_embedded_postgres,
-)
+from reconcile.diff import DRIFT_KINDS
 from reconcile.errors import ConfigError
+from reconcile.testing.embedded import stop_embedded_postgres
+from reconcile.testing.world import DemoWorld, build_demo
 
 FACES = 300
 

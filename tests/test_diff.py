@@ -10,8 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reconcile.diff import Drift, Keys, Kind, Point, Row, ScanStats, classify, diff
+from reconcile.diff import Drift, Keys, Kind, ScanStats, classify, diff
 from reconcile.errors import StreamOrderError
+from reconcile.stores.base import Point, Row
 from tests.naive import naive_counts
 
 P = "3f0c1e6a-0000-4000-8000-000000000001"

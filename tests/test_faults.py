@@ -13,9 +13,10 @@ import pytest
 from qdrant_client import QdrantClient
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
-from reconcile.audit import Stores, audit
 from reconcile.errors import StoreError
-from reconcile.qdrant import Qdrant
+from reconcile.ops.audit import audit
+from reconcile.stores import Stores
+from reconcile.stores.qdrant import Qdrant
 from tests.conftest import run_cli
 from tests.world import World
 
@@ -168,7 +169,9 @@ def test_debug_output_never_shows_the_api_key(world: World, failing_qdrant: str)
 
 
 def test_postgres_lost_mid_batch_writes_nothing_and_exits_3(world: World) -> None:
-    from reconcile.repair import Hooks, RepairOptions, repair
+    from reconcile.apply import Hooks
+    from reconcile.ops.repair import repair
+    from reconcile.plan import RepairOptions
 
     p = world.person()
     point = world.face(p, payload={})

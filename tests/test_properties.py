@@ -10,10 +10,11 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from reconcile.demo import create_collection, create_schema
 from reconcile.errors import GuardError
-from reconcile.repair import RepairOptions, repair
-from reconcile.undo import undo
+from reconcile.ops.repair import repair
+from reconcile.ops.undo import undo
+from reconcile.plan import RepairOptions
+from reconcile.testing.world import create_collection, create_schema
 from tests.test_repair import snapshot
 from tests.world import World
 

@@ -13,11 +13,13 @@ import psycopg
 import pytest
 from qdrant_client import QdrantClient
 
+from reconcile.apply import Hooks
 from reconcile.diff import Kind
 from reconcile.errors import ConfigError, GuardError
-from reconcile.postgres import LockMode
-from reconcile.repair import Hooks, Plan, RepairOptions, RepairReport, repair
-from reconcile.undo import undo
+from reconcile.ops.repair import RepairReport, repair
+from reconcile.ops.undo import undo
+from reconcile.plan import Plan, RepairOptions
+from reconcile.stores.postgres import LockMode
 from tests.world import World
 
 
@@ -389,8 +391,8 @@ def test_soak_writers_and_repair_end_in_agreement(world: World) -> None:
     """
     import random
 
-    from reconcile.audit import Stores
-    from reconcile.qdrant import Qdrant
+    from reconcile.stores import Stores
+    from reconcile.stores.qdrant import Qdrant
 
     persons = [world.person() for _ in range(4)]
     rng = random.Random(3)
@@ -465,8 +467,8 @@ class FailingWrites:
 
 
 def run_with(world: World, client: Any, **options: Any) -> RepairReport:
-    from reconcile.audit import Stores
-    from reconcile.qdrant import Qdrant
+    from reconcile.stores import Stores
+    from reconcile.stores.qdrant import Qdrant
 
     settings = world.settings(flag_key="is_assigned")
     hooks = options.pop("hooks", None)
@@ -594,10 +596,10 @@ def test_a_plan_for_more_persons_than_counters_stays_bounded_and_says_so(
 
     from rich.console import Console
 
-    from reconcile.ui import render_plan
+    from reconcile.cli.render import render_plan
 
     # The package's `repair` attribute is the function; the module is in sys.modules.
-    monkeypatch.setattr(sys.modules["reconcile.repair"], "person_capacity", lambda top: 2)
+    monkeypatch.setattr(sys.modules["reconcile.plan"], "person_capacity", lambda top: 2)
     persons = [world.person() for _ in range(4)]
     heavy = persons[0]
     for person in [heavy] * 3 + persons:  # heavy: 4 of 7, more than 7/2: always kept

@@ -11,20 +11,15 @@ from typing import Any
 
 import pytest
 
-from reconcile.audit import Stores
-from reconcile.diff import Kind, PointId
-from reconcile.edge import EdgeQdrant, create_edge_store, upsert
+from reconcile.diff import Kind
 from reconcile.errors import ConfigError
-from reconcile.sample import (
-    FACE_KINDS,
-    WINDOW_CAP,
-    SampleReport,
-    Window,
-    _draw,
-    sample_audit,
-    wilson,
-)
+from reconcile.ops.sample import FACE_KINDS, SampleReport, sample_audit, wilson
+from reconcile.sampling import WINDOW_CAP, Window
+from reconcile.sampling import draw as _draw
 from reconcile.settings import Settings
+from reconcile.stores import Stores
+from reconcile.stores.base import PointId
+from reconcile.stores.edge import EdgeQdrant, create_edge_store, upsert
 from tests.world import SERVICE, World
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from reconcile.audit import audit
 from reconcile.errors import ConfigError
+from reconcile.ops.audit import audit
 from reconcile.report import AuditReport
 from reconcile.shards import parse_shard, slices
 from tests.conftest import run_cli
@@ -79,7 +79,7 @@ def test_shard_reports_sum_to_the_full_report(pg_url: str, tmp_path: Path, integ
 
 def test_small_chunks_keep_a_shared_point_whole(world: World) -> None:
     """A chunk boundary inside a point's rows must not split the duplicate."""
-    from reconcile import postgres
+    from reconcile.stores import postgres
 
     world.loosen()
     p = world.person()

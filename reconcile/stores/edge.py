@@ -12,15 +12,28 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-from uuid import UUID
 
 import qdrant_edge as edge
 
-from reconcile.diff import Point, PointId
 from reconcile.errors import ConfigError, ReconcileError, StoreError
-from reconcile.qdrant import PayloadOp, SetKeys
 from reconcile.settings import Settings
-from reconcile.shards import KeyRange
+from reconcile.stores.base import (
+    KeyRange,
+    PayloadOp,
+    Point,
+    PointId,
+    SetKeys,
+    first_line,
+    point_id,
+)
+
+# The engine prefixes every error it raises with this.
+_ENGINE_PREFIX = "Service runtime error: "
+
+
+def _detail(exc: BaseException) -> str:
+    return first_line(exc, _ENGINE_PREFIX)
+
 
 # `create` writes it, so its absence means "not an edge store"; checked before
 # `load`, which would otherwise leave a `segments/` directory in any folder it is given.
@@ -105,17 +118,15 @@ class EdgeQdrant:
             with self._errors("scrolling points"):
                 records, next_offset = self.shard.scroll(request)
             for record in records:
-                # _point_id inlined: this runs once per point of the collection.
-                point_id = record.id
-                point = Point(
-                    point_id if type(point_id) is int else str(point_id), record.payload or {}
-                )
+                # point_id() inlined: this runs once per point of the collection.
+                raw = record.id
+                point = Point(raw if type(raw) is int else str(raw), record.payload or {})
                 if bounded and key_range.beyond(point[0]):
                     return  # the scroll is ascending: the rest belongs to later slices
                 yield point
             if next_offset is None:
                 return
-            offset = _point_id(next_offset)
+            offset = point_id(next_offset)
 
     def ids_from(self, offset: PointId, limit: int) -> tuple[list[PointId], PointId | None]:
         """Up to `limit` ids from `offset` on (inclusive), ascending, and where the next start."""
@@ -124,8 +135,8 @@ class EdgeQdrant:
         )
         with self._errors("scrolling point ids"):
             records, following = self.shard.scroll(request)
-        ids = [_point_id(r.id) for r in records]
-        return ids, None if following is None else _point_id(following)
+        ids = [point_id(r.id) for r in records]
+        return ids, None if following is None else point_id(following)
 
     def estimated_count(self) -> int:
         with self._errors("counting points"):
@@ -152,13 +163,13 @@ class EdgeQdrant:
         with self._errors("retrieving points"):
             # 0.9.0 requires all three arguments, whatever its stubs say.
             records = self.shard.retrieve(list(point_ids), self.keys, False)
-        return {_point_id(r.id): dict(r.payload or {}) for r in records}
+        return {point_id(r.id): dict(r.payload or {}) for r in records}
 
     def apply(self, ops: Sequence[PayloadOp]) -> None:
         """All operations, in order; none at all if a point they name does not exist."""
-        wanted = {_point_id(p) for op in ops for p in op.points}
+        wanted = {point_id(p) for op in ops for p in op.points}
         with self._errors("checking the points to write"):
-            found = {_point_id(r.id) for r in self.shard.retrieve(list(wanted), False, False)}
+            found = {point_id(r.id) for r in self.shard.retrieve(list(wanted), False, False)}
         # The engine writes the points it has and then fails on the first one it
         # lacks. Checking first keeps the outcome known: the shard's directory
         # lock means no other process can delete a point in between.
@@ -232,8 +243,8 @@ def upsert(
     vector = [0.0] * dim
     written = 0
     batch: list[edge.Point] = []
-    for point_id, payload in points:
-        batch.append(edge.Point(point_id, vector, dict(payload)))
+    for pid, payload in points:
+        batch.append(edge.Point(pid, vector, dict(payload)))
         if len(batch) >= batch_size:
             shard.update(edge.UpdateOperation.upsert_points(batch))
             written += len(batch)
@@ -242,20 +253,6 @@ def upsert(
         shard.update(edge.UpdateOperation.upsert_points(batch))
         written += len(batch)
     return written
-
-
-def _point_id(value: int | str | UUID) -> PointId:
-    """Integers stay integers; UUIDs (the engine returns uuid.UUID) become lower-case strings."""
-    if isinstance(value, UUID):
-        return str(value)  # already the canonical lower-case form
-    return value if isinstance(value, int) else value.lower()
-
-
-def _detail(exc: BaseException) -> str:
-    text = str(exc).strip()
-    if not text:
-        return type(exc).__name__
-    return text.splitlines()[0].removeprefix("Service runtime error: ")
 
 
 __all__ = ["EdgeQdrant", "create_edge_store", "open_edge_store", "upsert"]

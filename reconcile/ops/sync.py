@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 
-from reconcile.audit import Stores
-from reconcile.postgres import LockMode
-from reconcile.repair import Hooks, RepairOptions, RepairReport, repair
+from reconcile.apply import Hooks
+from reconcile.ops.repair import RepairReport, repair
+from reconcile.plan import RepairOptions
 from reconcile.settings import Settings
+from reconcile.stores import Stores
+from reconcile.stores.postgres import LockMode
 from reconcile.targets import Targets
 
 
@@ -52,3 +54,6 @@ async def sync_faces_async(
     """`sync_faces` for async services: the blocking protocol runs in a worker thread."""
     ids = list(face_ids)
     return await asyncio.to_thread(sync_faces, target, ids, lock_timeout=lock_timeout)
+
+
+__all__ = ["sync_faces", "sync_faces_async"]

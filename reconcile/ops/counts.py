@@ -11,8 +11,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from reconcile.audit import Stores, using
+from reconcile.errors import ExitCode
+from reconcile.report import SCHEMA_VERSION
 from reconcile.settings import Settings
+from reconcile.stores import Stores, using
 
 CAVEAT = "equal counts do not prove equal assignments: run a full audit for that"
 
@@ -28,12 +30,13 @@ class CountsReport:
     duration_seconds: float
 
     @property
-    def exit_code(self) -> int:
-        return 1 if self.differing or self.postgres_faces != self.qdrant_points else 0
+    def exit_code(self) -> ExitCode:
+        differ = self.differing or self.postgres_faces != self.qdrant_points
+        return ExitCode.DRIFT if differ else ExitCode.OK
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "schema_version": 1,
+            "schema_version": SCHEMA_VERSION,
             "mode": "counts",
             "table": self.table,
             "collection": self.collection,
@@ -68,3 +71,6 @@ def compare_counts(settings: Settings, *, stores: Stores | None = None) -> Count
         differing=[item for item in differing if item[1] != item[2]],
         duration_seconds=time.monotonic() - started,
     )
+
+
+__all__ = ["CAVEAT", "CountsReport", "compare_counts"]

@@ -1,70 +1,28 @@
-"""Qdrant adapter: the one place that talks to qdrant-client."""
+"""Qdrant adapter: the one place that talks to qdrant-client (a server, or local mode)."""
 
 from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import httpx
 from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import ApiException, UnexpectedResponse
 
-from reconcile.diff import Point, PointId
 from reconcile.errors import ConfigError, StoreError
 from reconcile.settings import Settings
-from reconcile.shards import KeyRange
-
-
-@dataclass(frozen=True)
-class SetKeys:
-    """Set these payload values on these points (other keys untouched)."""
-
-    values: Mapping[str, Any]
-    points: Sequence[int | str]
-
-
-@dataclass(frozen=True)
-class DeleteKeys:
-    """Remove these payload keys from these points."""
-
-    keys: Sequence[str]
-    points: Sequence[int | str]
-
-
-PayloadOp = SetKeys | DeleteKeys
-
-
-class PointStore(Protocol):
-    """What audit and repair need from a collection, whichever engine holds it."""
-
-    def require_collection(self) -> None: ...
-    def count(self) -> int: ...
-    def has_key(self, key: str) -> bool: ...
-    def points(self, key_range: KeyRange | None = None) -> Iterator[Point]: ...
-    def ids_from(self, offset: PointId, limit: int) -> tuple[list[PointId], PointId | None]: ...
-    def estimated_count(self) -> int: ...
-    def facet_counts(self, key: str, at_least: int) -> dict[str, int]: ...
-    def retrieve(self, point_ids: Sequence[int | str]) -> dict[int | str, dict[str, Any]]: ...
-    def apply(self, ops: Sequence[PayloadOp]) -> None: ...
-    def close(self) -> None: ...
-
-
-def open_store(settings: Settings) -> PointStore:
-    """The adapter the settings name: a server or local mode, or a Qdrant Edge store."""
-    if not settings.qdrant_edge:
-        return Qdrant(settings)
-    try:
-        from reconcile.edge import EdgeQdrant  # an optional extra: reconcile[edge]
-    except ImportError:
-        raise ConfigError(
-            "--qdrant-edge needs the edge extra: pip install 'reconcile[edge]'"
-        ) from None
-    return EdgeQdrant(settings, Path(settings.qdrant_edge))
-
+from reconcile.stores.base import (
+    KeyRange,
+    PayloadOp,
+    Point,
+    PointId,
+    SetKeys,
+    first_line,
+    point_id,
+)
 
 # Seconds before the first retry of a failed read; doubled for each further one.
 BACKOFF = 0.5
@@ -123,9 +81,8 @@ class Qdrant:
         self.client.close()
 
     def _error(self, doing: str, exc: Exception) -> StoreError:
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return StoreError(
-            f"Qdrant at {self._where} failed while {doing}: {detail}; "
+            f"Qdrant at {self._where} failed while {doing}: {first_line(exc)}; "
             "check --qdrant-url (QDRANT_URL), --qdrant-api-key and that the server is running"
         )
 
@@ -190,7 +147,7 @@ class Qdrant:
                 ),
             )
             for record in records:
-                point = Point(_point_id(record.id), record.payload or {})
+                point = Point(point_id(record.id), record.payload or {})
                 if key_range.beyond(point.point_id):
                     return  # the scroll is ascending: the rest belongs to later slices
                 yield point
@@ -211,8 +168,8 @@ class Qdrant:
                 with_vectors=False,
             ),
         )
-        ids = [_point_id(r.id) for r in records]
-        return ids, None if following is None else _point_id(following)
+        ids = [point_id(r.id) for r in records]
+        return ids, None if following is None else point_id(following)
 
     def estimated_count(self) -> int:
         """Qdrant's approximate count: an exact one may visit every point."""
@@ -236,7 +193,7 @@ class Qdrant:
                 return {str(hit.value): hit.count for hit in hits}
             limit *= 4
 
-    def retrieve(self, point_ids: Sequence[int | str]) -> dict[int | str, dict[str, Any]]:
+    def retrieve(self, point_ids: Sequence[PointId]) -> dict[PointId, dict[str, Any]]:
         """The configured keys of the points that exist; absent points are left out."""
         records = self._read(
             "retrieving points",
@@ -244,7 +201,7 @@ class Qdrant:
                 self.collection, list(point_ids), with_payload=self.keys, with_vectors=False
             ),
         )
-        return {_point_id(r.id): dict(r.payload or {}) for r in records}
+        return {point_id(r.id): dict(r.payload or {}) for r in records}
 
     def apply(self, ops: Sequence[PayloadOp]) -> None:
         """All operations in one request, in order, waiting until they are applied."""
@@ -270,6 +227,4 @@ class Qdrant:
             raise self._error("writing payloads", exc) from None
 
 
-def _point_id(value: object) -> int | str:
-    """Integers stay integers; UUIDs become the canonical lower-case string."""
-    return value if isinstance(value, int) else str(value).lower()
+__all__ = ["Qdrant"]

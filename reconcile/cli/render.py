@@ -1,4 +1,8 @@
-"""The one place that imports Rich: consoles, tables and progress."""
+"""All the CLI's output, and the one place that imports Rich: reports, tables, progress.
+
+Reports go to stdout (or to `--output`), as a table for people or JSON for
+machines; messages and progress go to stderr.
+"""
 
 from __future__ import annotations
 
@@ -6,19 +10,22 @@ import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from reconcile.audit import CheckReport
-from reconcile.counts import CAVEAT, CountsReport
+from reconcile.cli.options import Format
 from reconcile.diff import REPAIRABLE, Kind
-from reconcile.repair import Plan, RepairReport
-from reconcile.report import AuditReport
-from reconcile.sample import SampleReport
-from reconcile.undo import UndoReport
+from reconcile.ops.check import CheckReport
+from reconcile.ops.counts import CAVEAT, CountsReport
+from reconcile.ops.repair import RepairReport
+from reconcile.ops.sample import SampleReport
+from reconcile.ops.undo import UndoReport
+from reconcile.plan import Plan
+from reconcile.report import AuditReport, PrivateFile, Report
 
 _WHAT = {
     Kind.IN_SYNC: "payload agrees with PostgreSQL",
@@ -46,6 +53,46 @@ def stderr() -> Console:
 
 def to_json(data: dict[str, Any]) -> str:
     return json.dumps(data, indent=2) + "\n"
+
+
+def say(text: str) -> None:
+    """A line for the person at the terminal, on stdout (the demo's story)."""
+    print(text)
+
+
+def tell(text: str) -> None:
+    """A line on stderr: what the run is doing, never data."""
+    print(text, file=sys.stderr)
+
+
+def emit(text: str, output: Path | None) -> None:
+    """Text to stdout, or to `output` (mode 0600, renamed into place when complete)."""
+    if output is None:
+        sys.stdout.write(text)
+        return
+    with PrivateFile(output) as out:
+        out.file.write(text)
+
+
+def _rendered(render: Callable[[Console], None], output: Path | None) -> None:
+    """Render a Rich table to stdout, or as plain text to `output`."""
+    if output is None:
+        render(stdout())
+        return
+    console = stdout(width=120)
+    with console.capture() as captured:
+        render(console)
+    emit(captured.get(), output)
+
+
+def show(
+    report: Report, render: Callable[[Any, Console], None], fmt: Format, output: Path | None
+) -> None:
+    """A report as JSON or as its table, on stdout or into `output`."""
+    if fmt is Format.json:
+        emit(to_json(report.to_json()), output)
+    else:
+        _rendered(lambda console: render(report, console), output)
 
 
 def render_audit(report: AuditReport, console: Console) -> None:
@@ -111,25 +158,6 @@ def render_check(report: CheckReport, console: Console) -> None:
         console.print(f"problem: {problem}", markup=False, highlight=False)
     if not report.problems:
         console.print("ok: the mapping is valid")
-
-
-def check_json(report: CheckReport) -> dict[str, Any]:
-    t = report.table
-    return {
-        "table": None
-        if t is None
-        else {
-            "name": t.name,
-            "point_type": t.point_type,
-            "person_type": t.person_type,
-            "id_type": t.id_type,
-            "point_indexed": t.point_indexed,
-        },
-        "rows": report.rows,
-        "points": report.points,
-        "keys_found": report.keys_found,
-        "problems": report.problems,
-    }
 
 
 @contextmanager

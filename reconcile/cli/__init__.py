@@ -1,0 +1,37 @@
+"""The command line: a thin layer over the library, one module per command.
+
+`options` declares every option once; `boundary` turns errors into exit codes
+and writes a run's metrics; `render` is all the output (and the only Rich
+import). Each command module parses, calls one library operation, renders its
+report and exits with the report's code.
+"""
+
+import typer
+
+from reconcile.cli import audit, check, config, demo, repair, undo
+
+app = typer.Typer(
+    name="reconcile",
+    help="Find and repair drift between PostgreSQL and a Qdrant collection.",
+    no_args_is_help=True,
+    add_completion=False,
+    # Rich tracebacks print local variables, and those hold the database URL.
+    pretty_exceptions_enable=False,
+)
+app.command("check")(check.check_command)
+app.command("audit")(audit.audit_command)
+app.command("repair")(repair.repair_command)
+app.command("undo")(undo.undo_command)
+
+config_app = typer.Typer(help="Show the effective settings.", no_args_is_help=True)
+config_app.command("show")(config.config_show_command)
+app.add_typer(config_app, name="config")
+
+app.command("demo")(demo.demo_command)
+
+
+def main() -> None:
+    app()
+
+
+__all__ = ["app", "main"]

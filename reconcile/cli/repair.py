@@ -1,0 +1,172 @@
+"""`reconcile repair`: audit, plan, ask, then write payloads in locked, journaled batches."""
+
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from reconcile import log
+from reconcile.apply import Stop
+from reconcile.cli import options as o
+from reconcile.cli import render
+from reconcile.cli.boundary import boundary, finish, run_lock
+from reconcile.errors import ConfigError, Interrupted
+from reconcile.ops.repair import repair
+from reconcile.plan import Plan, RepairOptions
+
+
+def repair_command(
+    dry_run: o.DryRunOption = False,
+    yes: o.YesOption = False,
+    batch_size: o.BatchOption = 1000,
+    max_changes: Annotated[
+        str,
+        typer.Option(help="Refuse plans changing more points: a number, or a % of the points."),
+    ] = "10%",
+    journal: Annotated[
+        Path | None,
+        typer.Option(help="Journal file (default: ~/.local/state/reconcile/repair-TIME.jsonl)."),
+    ] = None,
+    lock_timeout: o.LockTimeoutOption = 5.0,
+    batch_deadline: o.DeadlineOption = 60.0,
+    format: o.FormatOption = o.Format.table,
+    output: o.OutputOption = None,
+    top: Annotated[int, typer.Option(help="How many persons to list in the plan.")] = 10,
+    quiet: o.QuietOption = False,
+    max_duration: o.MaxDurationOption = None,
+    rate: Annotated[
+        float | None, typer.Option(help="Write at most this many points per second.")
+    ] = None,
+    fail_on: o.FailOnOption = None,
+    face_id: o.FaceIdOption = None,
+    point_id: o.PointIdOption = None,
+    ids_from: o.IdsFromOption = None,
+    since: o.SinceOption = None,
+    incremental: o.IncrementalOption = None,
+    shard: o.ShardOption = None,
+    log_format: o.LogFormatOption = o.LogFormat.text,
+    metrics_file: o.MetricsFile = None,
+    debug: o.Debug = False,
+    database_url: o.DatabaseUrl = None,
+    qdrant_url: o.QdrantUrl = None,
+    qdrant_path: o.QdrantPath = None,
+    qdrant_edge: o.QdrantEdge = None,
+    qdrant_api_key: o.QdrantApiKey = None,
+    collection: o.Collection = None,
+    table: o.Table = None,
+    point_column: o.PointColumn = None,
+    person_column: o.PersonColumn = None,
+    id_column: o.IdColumn = None,
+    updated_column: o.UpdatedColumn = None,
+    person_key: o.PersonKey = None,
+    flag_key: o.FlagKey = None,
+    retries: o.Retries = None,
+    timeout: o.Timeout = None,
+    page_size: o.PageSize = None,
+    min_age: o.MinAge = None,
+    config: o.ConfigFile = None,
+    env_file: o.EnvFile = None,
+) -> None:
+    """Audit, then set payloads to what PostgreSQL says, in locked, journaled batches."""
+    # locals() is exactly this command's parameters: settings and scope are picked from it.
+    params = locals()
+    with boundary("repair", debug=debug, metrics_file=metrics_file) as run:
+        settings = run.settings(params)
+        scope = o.Scope.from_params(params)
+        log.set_quiet(quiet)
+        failing = o.fail_on_kinds(fail_on)
+        options = RepairOptions(
+            dry_run=dry_run,
+            batch_size=batch_size,
+            max_changes=max_changes,
+            journal=journal,
+            lock_timeout=lock_timeout,
+            batch_deadline=batch_deadline,
+            top=top,
+            rate=rate,
+        )
+        ask = decide(dry_run, yes, "repair")
+
+        def confirm(plan: Plan) -> bool:
+            render.render_plan(plan, render.stderr())
+            return typer.confirm("Apply this plan?", err=True)
+
+        targets = scope.targets(settings)
+        stop = Stop()
+        # Targeted repairs rely on row locks alone; a dry run writes nothing.
+        lock = None if dry_run or targets is not None else scope.shard_label
+        with (
+            graceful(stop),
+            run_lock(settings, lock) as stores,
+            render.progress("repairing", enabled=not quiet) as progress,
+        ):
+            report = repair(
+                settings,
+                options,
+                stores=stores,
+                progress=progress,
+                confirm=confirm if ask else None,
+                targets=targets,
+                stop=stop,
+                max_duration=None if max_duration is None else o.positive(max_duration),
+                shard=scope.shard,
+            )
+        render.show(report, render.render_repair, format, output)
+        t = report.tallies
+        run.audit, run.repaired, run.failed = report.plan.audit, t.applied, t.failed
+        if t.failed == 0:
+            scope.succeeded(settings, report.plan.audit.started_at)
+        log.event(
+            "repair.finished",
+            dry_run=report.dry_run,
+            applied=t.applied,
+            failed=t.failed,
+            skipped=t.skipped_changed + t.skipped_locked + t.skipped_recent,
+            vanished=t.vanished,
+            remaining=sum(report.remaining.values()),
+            complete=report.complete,
+            seconds=round(report.duration_seconds, 3),
+        )
+        finish(report.failing(failing))
+
+
+@contextmanager
+def graceful(stop: Stop) -> Iterator[None]:
+    """SIGINT/SIGTERM while writing: finish the batch in flight, then stop and report.
+
+    Before the writing starts, or on a second signal, stop at once: a batch cut
+    short rolls its transaction back, and the journal holds only whole lines.
+    """
+
+    def handler(signum: int, frame: object) -> None:
+        if stop.applying and not stop.is_set():
+            stop.request(signum)
+            render.tell(
+                "reconcile: finishing the batch in flight, then stopping "
+                "(signal again to stop at once)"
+            )
+            return
+        raise Interrupted(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def decide(dry_run: bool, yes: bool, what: str) -> bool:
+    """Whether to ask; refuses outright when nobody is there to answer (cron)."""
+    if dry_run or yes:
+        return False
+    if not sys.stdin.isatty():
+        raise ConfigError(
+            f"{what} writes to Qdrant and no terminal can confirm it: "
+            "add --yes to apply, or --dry-run to only see the plan"
+        )
+    return True

@@ -1,0 +1,128 @@
+"""Audit: stream every row and every point once, merge-join them, and count the drift."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from datetime import timedelta
+from pathlib import Path
+
+from reconcile.diff import Drift, Keys
+from reconcile.errors import ConfigError
+from reconcile.report import AuditReport, PrivateFile
+from reconcile.scan import (
+    OneAtATime,
+    Progress,
+    Scan,
+    chunk_streams,
+    close_streams,
+    counting,
+    prefetched,
+    timed,
+)
+from reconcile.settings import Settings
+from reconcile.shards import slices
+from reconcile.stores import Stores, using
+from reconcile.targets import Lookup, Targets
+
+
+def audit(
+    settings: Settings,
+    *,
+    top: int = 10,
+    details: Path | None = None,
+    progress: Progress | None = None,
+    stores: Stores | None = None,
+    sink: Callable[[Drift], None] | None = None,
+    targets: Targets | None = None,
+    deadline: float | None = None,
+    shard: tuple[int, int] = (1, 1),
+    workers: int = 1,
+) -> AuditReport:
+    """Stream every row and every point once, merge-join them, and count the drift.
+
+    With `targets`, look only those faces up in both stores instead of scanning.
+    `shard` (i, N) restricts the scan to the i-th of N slices of the point-id
+    space; `workers` scans that many sub-slices at once, each on connections of
+    its own, and merges the counts. `sink` sees every drift record as it streams
+    (repair spills them to disk). Past `deadline` (time.monotonic) the scan stops
+    cleanly: the report counts what was seen and says `complete=False`.
+    """
+    if top < 0:
+        raise ConfigError(f"--top {top} is negative: use 0 or more")
+    if not 1 <= workers <= 64:
+        raise ConfigError(f"--workers {workers} is out of range: use 1 to 64")
+    if workers > 1 and targets is not None:
+        raise ConfigError("--workers slices a full scan: drop the ids, --since, --incremental")
+    started = time.monotonic()
+    keys = Keys(settings.person_key, settings.flag_key)
+    scan = Scan(keys, sink, top)
+    unknown: list[str] = []
+    with using(settings, stores) as s, ExitStack() as stack:
+        table = s.postgres.inspect()
+        s.qdrant.require_collection()
+        started_at = s.postgres.now()
+        scan.out = None if details is None else stack.enter_context(PrivateFile(details))
+        scope = "full"
+        if targets is not None:
+            since = (
+                started_at - targets.since
+                if isinstance(targets.since, timedelta)
+                else targets.since
+            )
+            scope = targets.describe(since)
+            lookup = Lookup(s.postgres, s.qdrant, table, settings.page_size)
+            chunks = lookup.by_ids(targets) if since is None else lookup.since(since)
+            scan.run(chunk_streams(chunks, unknown), deadline)
+        else:
+            bounds = None if table.point_type == "uuid" else s.postgres.point_bounds()
+            ranges = slices(*shard, workers, table.point_type, bounds)
+            if shard != (1, 1):
+                scope = f"shard {shard[0]}/{shard[1]}"
+            if workers == 1:
+                for key_range in ranges:
+                    points = s.qdrant.points(key_range)
+                    rows = s.postgres.rows(key_range)
+                    if settings.qdrant_url:
+                        # A server's client waits on the network with the GIL
+                        # released: each stream read ahead in a thread of its own
+                        # overlaps the other and the merge. An engine in this process
+                        # (local mode, edge) holds the GIL while it scrolls, so there
+                        # threads only add switching (1M faces on edge: 5.8 s with
+                        # PostgreSQL in a thread, 5.2 s without; BENCHMARKS.md).
+                        points, rows = prefetched(points), prefetched(rows)
+                    points = timed(counting(points, progress), deadline)
+                    try:
+                        scan.run(iter([(rows, points)]), deadline)
+                    finally:
+                        close_streams(points, rows)
+            else:
+                # A server's client is thread-safe; an in-process engine (local mode,
+                # edge) is not, and gains nothing from threads under the GIL anyway:
+                # its calls are taken one at a time while PostgreSQL reads overlap.
+                qdrant = s.qdrant if settings.qdrant_url else OneAtATime(s.qdrant)
+                scan.parallel(s.postgres, qdrant, ranges, deadline)
+    stats, tally = scan.stats, scan.tally
+    return AuditReport(
+        table=table.name,
+        collection=settings.collection,
+        rows=stats.rows,
+        points=stats.points,
+        rows_without_point=stats.rows_without_point,
+        counts=tally.counts(stats),
+        top_persons=tally.top(top),
+        top_persons_exact=tally.persons.exact,
+        top_persons_error=tally.errors(top),
+        persons_capacity=tally.persons.capacity,
+        duration_seconds=time.monotonic() - started,
+        details=None if details is None else str(details),
+        scope=scope,
+        unknown_ids=unknown,
+        started_at=started_at,
+        skipped_recent=stats.skipped_recent,
+        complete=scan.complete,
+    )
+
+
+__all__ = ["audit"]

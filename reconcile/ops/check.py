@@ -1,0 +1,79 @@
+"""Check: validate the mapping on both stores, collecting every problem instead of the first."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from reconcile.errors import ConfigError, ExitCode
+from reconcile.settings import Settings
+from reconcile.stores import Stores, using
+from reconcile.stores.postgres import TableInfo
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    """What `check` found: the table, the counts, and one line per problem."""
+
+    table: TableInfo | None
+    rows: int | None
+    points: int | None
+    keys_found: dict[str, bool]
+    problems: list[str]
+
+    @property
+    def exit_code(self) -> ExitCode:
+        return ExitCode.USAGE if self.problems else ExitCode.OK
+
+    def to_json(self) -> dict[str, Any]:
+        t = self.table
+        return {
+            "table": None
+            if t is None
+            else {
+                "name": t.name,
+                "point_type": t.point_type,
+                "person_type": t.person_type,
+                "id_type": t.id_type,
+                "point_indexed": t.point_indexed,
+            },
+            "rows": self.rows,
+            "points": self.points,
+            "keys_found": self.keys_found,
+            "problems": self.problems,
+        }
+
+
+def check(settings: Settings, stores: Stores | None = None) -> CheckReport:
+    """Validate the mapping on both sides, collecting every problem instead of the first."""
+    problems: list[str] = []
+    table = rows = points = None
+    keys_found: dict[str, bool] = {}
+    with using(settings, stores) as s:
+        try:
+            table = s.postgres.inspect()
+            rows = s.postgres.count()
+            if not table.point_indexed:
+                problems.append(
+                    f"no index on {table.name}.{settings.point_column}: the ordered scan "
+                    f"would sort the whole table; CREATE INDEX ON {table.name} "
+                    f"({settings.point_column})"
+                )
+        except ConfigError as exc:
+            problems.append(str(exc))
+        try:
+            s.qdrant.require_collection()
+            points = s.qdrant.count()
+            for key in settings.keys:
+                keys_found[key] = s.qdrant.has_key(key)
+                if not keys_found[key] and points:
+                    problems.append(
+                        f"no point in {settings.collection!r} holds payload key {key!r}: "
+                        "check --person-key / --flag-key"
+                    )
+        except ConfigError as exc:
+            problems.append(str(exc))
+    return CheckReport(table, rows, points, keys_found, problems)
+
+
+__all__ = ["CheckReport", "check"]

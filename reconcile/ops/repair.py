@@ -1,0 +1,160 @@
+"""Repair: audit into a spilled plan, guard it, then apply it in locked, journaled batches."""
+
+from __future__ import annotations
+
+import signal
+import tempfile
+import time
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from importlib.metadata import version
+from typing import Any
+
+from reconcile.apply import Hooks, Repairer, Stop, Tallies
+from reconcile.diff import DRIFT_KINDS, REPAIRABLE, Keys, Kind
+from reconcile.errors import ConfigError, ExitCode, GuardError
+from reconcile.journal import JournalWriter, NullJournal, default_path
+from reconcile.ops.audit import audit
+from reconcile.plan import Plan, Planner, RepairOptions
+from reconcile.report import SCHEMA_VERSION
+from reconcile.scan import Progress
+from reconcile.settings import Settings
+from reconcile.stores import Stores, using
+from reconcile.targets import Targets
+
+
+@dataclass(frozen=True)
+class RepairReport:
+    plan: Plan
+    dry_run: bool
+    tallies: Tallies
+    journal: str | None
+    duration_seconds: float
+    interrupted: str | None = None  # the signal that stopped the run between batches
+    timed_out: bool = False  # --max-duration stopped the audit or the batches early
+
+    @property
+    def complete(self) -> bool:
+        return self.interrupted is None and not self.timed_out and self.plan.audit.complete
+
+    @property
+    def remaining(self) -> dict[str, int]:
+        return {k.value: self.tallies.remaining[k.value] for k in Kind if k is not Kind.IN_SYNC}
+
+    def failing(self, kinds: Collection[str] = DRIFT_KINDS) -> ExitCode:
+        """The exit code when only drift of `kinds` left over counts as drift."""
+        if self.interrupted is not None:
+            return ExitCode.for_signal(signal.Signals[self.interrupted])
+        if self.tallies.failed:
+            return ExitCode.STORE
+        if not self.complete:
+            return ExitCode.DRIFT
+        return ExitCode.DRIFT if any(self.remaining[k] for k in kinds) else ExitCode.OK
+
+    @property
+    def exit_code(self) -> ExitCode:
+        return self.failing()
+
+    def to_json(self) -> dict[str, Any]:
+        t = self.tallies
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "dry_run": self.dry_run,
+            "planned": self.plan.to_json(),
+            "guard": self.plan.guard,
+            "applied": t.applied,
+            "skipped_changed": t.skipped_changed,
+            "skipped_locked": t.skipped_locked,
+            "skipped_recent": t.skipped_recent,
+            "vanished": t.vanished,
+            "failed": t.failed,
+            "verified": t.verified,
+            "journal": self.journal,
+            "complete": self.complete,
+            "interrupted": self.interrupted,
+            "remaining": self.remaining,
+            "audit": self.plan.audit.to_json(),
+            "duration_seconds": round(self.duration_seconds, 3),
+        }
+
+
+def repair(
+    settings: Settings,
+    options: RepairOptions | None = None,
+    *,
+    stores: Stores | None = None,
+    progress: Progress | None = None,
+    confirm: Callable[[Plan], bool] | None = None,
+    hooks: Hooks | None = None,
+    targets: Targets | None = None,
+    stop: Stop | None = None,
+    max_duration: float | None = None,
+    shard: tuple[int, int] = (1, 1),
+) -> RepairReport:
+    """Audit, plan, and (unless a dry run) apply the plan; see DESIGN.md for the protocol."""
+    options = options or RepairOptions()
+    started = time.monotonic()
+    deadline = None if max_duration is None else started + max_duration
+    keys = Keys(settings.person_key, settings.flag_key)
+    with using(settings, stores) as s, tempfile.TemporaryFile("w+", encoding="utf-8") as spill:
+        # The spill holds which person is in which photo; TemporaryFile is mode
+        # 0600 and has no name, so nothing is left behind even on kill -9.
+        planner = Planner(spill, keys, options.top)
+        report = audit(
+            settings,
+            top=options.top,
+            stores=s,
+            progress=progress,
+            sink=planner,
+            targets=targets,
+            deadline=deadline,
+            shard=shard,
+        )
+        plan = planner.plan(report, options)
+        tallies = Tallies()
+        for kind, n in report.counts.items():
+            if kind != Kind.IN_SYNC and Kind(kind) not in REPAIRABLE:
+                tallies.remaining[kind] += n
+        if not options.dry_run and plan.guard is not None:
+            raise GuardError(f"repair refused: {plan.guard}")
+        if options.dry_run or plan.changes == 0:
+            for kind in REPAIRABLE:
+                tallies.remaining[kind] += report.counts[kind]
+            return RepairReport(plan, options.dry_run, tallies, None, time.monotonic() - started)
+        if confirm is not None and not confirm(plan):
+            raise ConfigError("repair not confirmed: nothing was written")
+        path = (options.journal or default_path()) if options.write_journal else None
+        journal: JournalWriter | NullJournal = NullJournal()
+        if path is not None:
+            journal = JournalWriter(
+                path,
+                {
+                    "tool": "reconcile",
+                    "tool_version": version("reconcile"),
+                    "table": report.table,
+                    "collection": settings.collection,
+                    "keys": {"person": settings.person_key, "flag": settings.flag_key},
+                    "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                },
+            )
+        try:
+            repairer = Repairer(settings, s, options, journal, hooks or Hooks())
+            repairer.tallies.remaining.update(tallies.remaining)
+            if stop is not None:
+                stop.applying = True
+            finished = repairer.run(spill, progress, stop, deadline)
+        finally:
+            journal.close()
+        journal_name = None if path is None else str(path)
+        return RepairReport(
+            plan,
+            False,
+            repairer.tallies,
+            journal_name,
+            time.monotonic() - started,
+            interrupted=None if finished or stop is None or not stop.is_set() else stop.signal,
+            timed_out=not finished and (stop is None or not stop.is_set()),
+        )
+
+
+__all__ = ["RepairReport", "repair"]

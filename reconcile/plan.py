@@ -1,0 +1,231 @@
+"""The repair plan: repairable drift spilled to a private temporary file, counted, guarded.
+
+The audit's drift stream goes through `Planner` into an anonymous spill file
+(memory O(batch), disk O(drift)); `Plan` holds its counts and the per-person
+breakdown, and `guard` says why a plan must not run.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import math
+import re
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from reconcile.diff import REPAIRABLE, Drift, Keys, Kind, batched
+from reconcile.errors import ConfigError
+from reconcile.report import AuditReport, ScopeKind, SpaceSaving, person_capacity
+
+NO_PERSON = "(no person)"
+
+
+@dataclass(frozen=True)
+class RepairOptions:
+    """How a repair runs; validated here so the library and the CLI reject the same things."""
+
+    dry_run: bool = False
+    batch_size: int = 1000
+    max_changes: str = "10%"
+    journal: Path | None = None
+    lock_timeout: float = 5.0
+    batch_deadline: float = 60.0
+    top: int = 10
+    write_journal: bool = True  # the sync helper, called per request, keeps none
+    rate: float | None = None  # points written per second at most
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.batch_size <= 10_000:
+            raise ConfigError(f"--batch-size {self.batch_size} is out of range: use 1 to 10000")
+        max_changes_limit(self.max_changes, 0)
+        if self.rate is not None and not 0 < self.rate <= 1_000_000:
+            raise ConfigError(
+                f"--rate {self.rate} is out of range: use more than 0, at most 1000000"
+            )
+        if not 0 < self.lock_timeout <= 600:
+            raise ConfigError(f"--lock-timeout {self.lock_timeout} is out of range: use (0, 600]")
+        if not self.lock_timeout < self.batch_deadline <= 3600:
+            raise ConfigError(
+                f"--batch-deadline {self.batch_deadline} is out of range: "
+                "use more than --lock-timeout and at most 3600"
+            )
+
+
+def max_changes_limit(spec: str, points: int) -> int:
+    """`500` is a number of points; `10%` a share of the collection's points."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(%?)\s*", spec)
+    if match is None:
+        raise ConfigError(f"--max-changes {spec!r} is not a number or a percentage: use 500 or 10%")
+    value, percent = float(match.group(1)), bool(match.group(2))
+    if percent:
+        if value > 100:
+            raise ConfigError(f"--max-changes {spec!r} is over 100%")
+        return math.floor(points * value / 100)
+    if not value.is_integer():
+        raise ConfigError(f"--max-changes {spec!r} must be a whole number of points")
+    return int(value)
+
+
+@dataclass
+class PersonPlan:
+    """What a repair does for one person: faces gaining it, losing it, flags fixed."""
+
+    set: int = 0
+    cleared: int = 0
+    flags: int = 0
+    # Changes counted before this person took over a replaced counter (kind unknown):
+    # the true total lies in [total - error, total]. 0 while the plan is exact.
+    error: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.set + self.cleared + self.flags + self.error
+
+
+@dataclass(frozen=True)
+class Plan:
+    audit: AuditReport
+    set_person: int
+    clear_person: int
+    set_flag: int
+    persons: int  # persons with a planned change; a lower bound unless persons_exact
+    requests: int
+    by_person: list[tuple[str, PersonPlan]]
+    guard: str | None
+    persons_exact: bool = True
+
+    @property
+    def changes(self) -> int:
+        return self.set_person + self.clear_person + self.set_flag
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "set_person": self.set_person,
+            "clear_person": self.clear_person,
+            "set_flag": self.set_flag,
+            "persons": self.persons,
+            "persons_exact": self.persons_exact,
+            "requests": self.requests,
+            "top_persons": [
+                {
+                    "person_id": p,
+                    "set": pp.set,
+                    "cleared": pp.cleared,
+                    "flags": pp.flags,
+                    "error": pp.error,
+                }
+                for p, pp in self.by_person
+            ],
+        }
+
+
+class Planner:
+    """Spills repairable drift to an anonymous temporary file and counts the plan.
+
+    The per-person breakdown is kept only for the persons the bounded counters
+    hold (the audit's Space-Saving rule), so a plan for a million persons needs
+    no more memory than one for a thousand.
+    """
+
+    def __init__(self, spill: IO[str], keys: Keys, top: int) -> None:
+        self.spill = spill
+        self.keys = keys
+        self.kinds: Counter[Kind] = Counter()
+        self.counters = SpaceSaving(person_capacity(top))
+        self.persons: dict[str, PersonPlan] = {}
+
+    def __call__(self, drift: Drift) -> None:
+        if drift.kind not in REPAIRABLE:
+            return
+        self.kinds[drift.kind] += 1
+        self.spill.write(json.dumps(drift.record(), separators=(",", ":")) + "\n")
+        if drift.kind is Kind.STALE_PERSON:
+            self._person(drift.person).cleared += 1
+        elif drift.kind is Kind.FLAG_MISMATCH:
+            self._person(drift.person).flags += 1
+        else:
+            assert drift.expected is not None
+            target = drift.expected[self.keys.person]
+            self._person(target if isinstance(target, str) else repr(target)).set += 1
+
+    def _person(self, person: str | None) -> PersonPlan:
+        key = person or NO_PERSON
+        victim = self.counters.add(key)
+        if victim is not None:
+            del self.persons[victim]
+        plan = self.persons.get(key)
+        if plan is None:
+            plan = self.persons[key] = PersonPlan(error=self.counters.error(key))
+        return plan
+
+    def plan(self, report: AuditReport, options: RepairOptions) -> Plan:
+        changes = sum(self.kinds.values())
+        by_person = heapq.nsmallest(
+            options.top, self.persons.items(), key=lambda item: (-item[1].total, item[0])
+        )
+        return Plan(
+            audit=report,
+            set_person=self.kinds[Kind.MISSING_PERSON] + self.kinds[Kind.WRONG_PERSON],
+            clear_person=self.kinds[Kind.STALE_PERSON],
+            set_flag=self.kinds[Kind.FLAG_MISMATCH],
+            persons=len(self.persons.keys() - {NO_PERSON}),
+            requests=math.ceil(changes / options.batch_size),
+            by_person=by_person,
+            guard=guard(report, changes, options.max_changes),
+            persons_exact=self.counters.exact,
+        )
+
+
+def guard(report: AuditReport, changes: int, max_changes: str) -> str | None:
+    """Why this plan must not run, or None: a plan this large is a misconfiguration, not drift.
+
+    A targeted run saw only the faces it was given, so neither an empty side nor a
+    share of the collection means anything there: only an absolute limit applies.
+    """
+    if not report.scope_kind.scanned:
+        if max_changes.strip().endswith("%"):
+            return None
+        limit = max_changes_limit(max_changes, 0)
+        if changes > limit:
+            return (
+                f"the plan changes {changes:,} points, more than --max-changes {limit:,}; "
+                "raise --max-changes if this is expected"
+            )
+        return None
+    rows = report.rows - report.rows_without_point
+    # One slice of the ids may well be empty on one side; only a full scan tells.
+    if report.scope_kind is ScopeKind.FULL and (rows == 0) != (report.points == 0):
+        return (
+            f"the full scan found {rows:,} rows with a point in {report.table} and "
+            f"{report.points:,} points in {report.collection}: one store is empty, which "
+            "looks like the wrong database, table or collection, not drift"
+        )
+    limit = max_changes_limit(max_changes, report.points)
+    if changes > limit:
+        return (
+            f"the plan changes {changes:,} points, more than --max-changes {max_changes} "
+            f"({limit:,} of {report.points:,} points); check the settings, then raise "
+            "--max-changes if this is expected"
+        )
+    return None
+
+
+def spilled_batches(spill: IO[str], size: int) -> Iterator[list[dict[str, Any]]]:
+    spill.seek(0)
+    return batched((json.loads(line) for line in spill), size)
+
+
+__all__ = [
+    "NO_PERSON",
+    "PersonPlan",
+    "Plan",
+    "Planner",
+    "RepairOptions",
+    "guard",
+    "max_changes_limit",
+    "spilled_batches",
+]

@@ -1,0 +1,208 @@
+"""Scanning: feed both stores' streams through the merge and count what it finds.
+
+`Scan` runs merged streams (a whole range, the slices of `--workers` in threads,
+or the chunks of a targeted lookup) into the tallies, the details file and a
+repair's spill; the helpers below shape the streams: read ahead in a thread,
+take an in-process engine's calls one at a time, stop at a deadline, report
+progress.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar, cast
+
+from reconcile.diff import Drift, Keys, ScanStats, diff
+from reconcile.report import PrivateFile, Tally
+from reconcile.stores.base import KeyRange, Point, PointStore, Row
+from reconcile.stores.postgres import Postgres
+from reconcile.targets import Chunk
+
+Progress = Callable[[int], None]
+
+
+class Scan:
+    """Counts drift from merged streams; several slices may feed it, from threads."""
+
+    def __init__(self, keys: Keys, sink: Callable[[Drift], None] | None, top: int) -> None:
+        self.keys = keys
+        self.sink = sink
+        self.out: PrivateFile | None = None
+        self.stats = ScanStats()
+        self.tally = Tally(top)
+        self.complete = True
+        self._lock = threading.Lock()
+
+    def run(
+        self,
+        streams: Iterator[tuple[Iterator[Row], Iterator[Point]]],
+        deadline: float | None,
+        stats: ScanStats | None = None,
+    ) -> None:
+        stats = stats or self.stats
+        try:
+            for rows, points in streams:
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TimeUp
+                for drift in diff(rows, points, self.keys, stats):
+                    with self._lock:
+                        self.tally.add(drift)
+                        if self.out is not None:
+                            self.out.write_record(drift.record())
+                        if self.sink is not None:
+                            self.sink(drift)
+        except TimeUp:
+            self.complete = False
+
+    def parallel(
+        self,
+        postgres: Postgres,
+        qdrant: PointStore,
+        ranges: list[KeyRange],
+        deadline: float | None,
+    ) -> None:
+        """Each slice in a thread of its own (PostgreSQL gives each its connection)."""
+
+        def one(key_range: KeyRange) -> ScanStats:
+            stats = ScanStats()
+            points = timed(qdrant.points(key_range), deadline)
+            self.run(iter([(postgres.rows(key_range), points)]), deadline, stats)
+            return stats
+
+        with ThreadPoolExecutor(max_workers=len(ranges)) as pool:
+            for stats in pool.map(one, ranges):
+                self.stats.merge(stats)
+
+
+class OneAtATime:
+    """A point store whose calls, and each step of its scroll, take one lock."""
+
+    def __init__(self, inner: PointStore) -> None:
+        self._inner = inner
+        self._lock = threading.Lock()
+
+    def points(self, key_range: KeyRange | None = None) -> Iterator[Point]:
+        stream = self._inner.points(key_range)
+        while True:
+            with self._lock:
+                point = next(stream, None)
+            if point is None:
+                return
+            yield point
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def chunk_streams(
+    chunks: Iterator[Chunk], unknown: list[str]
+) -> Iterator[tuple[Iterator[Row], Iterator[Point]]]:
+    for chunk in chunks:
+        unknown.extend(chunk.unknown)
+        yield iter(chunk.rows), iter(chunk.points)
+
+
+T = TypeVar("T")
+_DONE = object()
+
+
+def prefetched(items: Iterator[T], batch: int = 1000, depth: int = 8) -> Iterator[T]:
+    """Read `items` in a background thread, `depth` batches ahead (bounded memory).
+
+    PostgreSQL's network waits and row decoding then overlap with the Qdrant
+    scroll and the merge in this thread. The producer stops when the consumer
+    does (closing the generator), and its errors are raised here.
+    """
+    pipe: queue.Queue[object] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(value: object) -> bool:
+        while not stop.is_set():
+            try:
+                pipe.put(value, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def fill() -> None:
+        try:
+            chunk: list[T] = []
+            for item in items:
+                chunk.append(item)
+                if len(chunk) == batch:
+                    if not put(chunk):
+                        return
+                    chunk = []
+            if put(chunk):
+                put(_DONE)
+        except BaseException as exc:  # handed to the consumer, raised there
+            put(exc)
+
+    thread = threading.Thread(target=fill, name="reconcile-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            got = pipe.get()
+            if got is _DONE:
+                return
+            if isinstance(got, BaseException):
+                raise got
+            yield from cast(list[T], got)
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+def close_streams(*streams: Iterator[Any]) -> None:
+    """End streams a scan left unfinished (a deadline) while their stores are still open.
+
+    A COPY in flight is cancelled and a read-ahead thread stopped now, not when
+    the garbage collector gets to them after the connections are gone.
+    """
+    for stream in streams:
+        close = getattr(stream, "close", None)
+        if close is not None:
+            close()
+
+
+class TimeUp(Exception):
+    """Raised inside the point stream when --max-duration has passed."""
+
+
+def timed(points: Iterator[Point], deadline: float | None) -> Iterator[Point]:
+    # Stopping the point stream stops the merge at a consistent place: everything
+    # before the current point id has been judged, nothing after it has.
+    if deadline is None:
+        yield from points
+        return
+    for n, point in enumerate(points):
+        if n % 1000 == 0 and time.monotonic() > deadline:
+            raise TimeUp
+        yield point
+
+
+def counting(points: Iterator[Point], progress: Progress | None) -> Iterator[Point]:
+    if progress is None:
+        yield from points
+        return
+    for n, point in enumerate(points, 1):
+        if n % 1000 == 0:
+            progress(n)
+        yield point
+
+
+__all__ = [
+    "OneAtATime",
+    "Progress",
+    "Scan",
+    "chunk_streams",
+    "close_streams",
+    "counting",
+    "prefetched",
+    "timed",
+]
