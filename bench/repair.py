@@ -16,10 +16,10 @@ import json
 import os
 import platform
 import random
+import sys
 import tempfile
 import time
 import tracemalloc
-from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,14 @@ from reconcile.stores import Stores
 from reconcile.stores.qdrant import Qdrant
 from reconcile.testing.embedded import start_embedded_postgres, stop_embedded_postgres
 from reconcile.testing.world import build_world, create_collection, create_schema
+
+# Run as a script (`python bench/repair.py`), Python puts bench/ on the path, not
+# the repository root that `bench` lives in.
+ROOT = str(Path(__file__).resolve().parent.parent)
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from bench.worlds import assigned_by_person  # noqa: E402
 
 
 class Counting:
@@ -95,16 +103,10 @@ def inject_drift(url: str, rate: float, seed: int) -> int:
 
 
 def naive(url: str, client: QdrantClient) -> tuple[int, int]:
-    with psycopg.connect(url) as conn:
-        rows = conn.execute(
-            "SELECT qdrant_point_id, person_id FROM face_instances WHERE person_id IS NOT NULL"
-        ).fetchall()
-    by_person: dict[str, list[str]] = defaultdict(list)
-    for point, person in rows:
-        by_person[str(person)].append(str(point))
+    by_person = assigned_by_person(url)
     for person, points in by_person.items():
         client.set_payload("faces", {"person_id": person, "is_assigned": True}, points, wait=True)
-    return len(rows), len(by_person)
+    return sum(len(points) for points in by_person.values()), len(by_person)
 
 
 def main() -> None:

@@ -26,7 +26,7 @@ import json
 import random
 import shutil
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -336,3 +336,15 @@ def load(
 def drop(base_url: str, name: str) -> None:
     with psycopg.connect(base_url, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
+
+
+def assigned_by_person(url: str) -> dict[str, list[str]]:
+    """The naive resync's read: every assigned face's point, grouped by person, in memory."""
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT qdrant_point_id, person_id FROM face_instances WHERE person_id IS NOT NULL"
+        ).fetchall()
+    by_person: dict[str, list[str]] = defaultdict(list)
+    for point, person in rows:
+        by_person[str(person)].append(str(point))
+    return by_person
