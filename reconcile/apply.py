@@ -60,7 +60,7 @@ class Hooks:
         """Reached at "before-write" (journaled, not written) and "after-write" (written,
         not committed) of each batch. Does nothing: the crash tests replace it, in the
         CLI process they start, to kill the run at exactly that point
-        (`reconcile.testing.crashing`)."""
+        (`tests/crashing.py`)."""
 
 
 class Stop(threading.Event):

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
 import pytest
 
 from reconcile.testing.embedded import start_embedded_postgres, stop_embedded_postgres
+from tests.helpers import with_query
 from tests.world import World
 
 
@@ -37,13 +35,6 @@ def server_url() -> Iterator[str]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def with_query(url: str, **params: str) -> str:
-    parts = urlsplit(url)
-    query = dict(parse_qsl(parts.query))
-    query.update(params)
-    return urlunsplit(parts._replace(query=urlencode(query)))
-
-
 @pytest.fixture
 def pg_url(server_url: str) -> Iterator[str]:
     """A URL whose search_path is a schema of this test's own, dropped afterwards."""
@@ -60,22 +51,3 @@ def world(pg_url: str, tmp_path: Path) -> Iterator[World]:
     w = World(pg_url, tmp_path / "qdrant")
     yield w
     w.close()
-
-
-def run_cli(
-    *args: str, env: dict[str, str] | None = None, module: str = "reconcile"
-) -> subprocess.CompletedProcess[str]:
-    """The CLI as cron runs it: a separate process, no terminal, exit code and both streams."""
-    clean = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in {"DATABASE_URL", "QDRANT_URL", "QDRANT_PATH"}
-    }
-    return subprocess.run(
-        [sys.executable, "-m", module, *args],
-        env={**clean, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )

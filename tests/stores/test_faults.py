@@ -17,7 +17,7 @@ from reconcile.errors import StoreError
 from reconcile.ops.audit import audit
 from reconcile.stores import Stores
 from reconcile.stores.qdrant import Qdrant
-from tests.conftest import run_cli
+from tests.helpers import run_cli
 from tests.world import World
 
 

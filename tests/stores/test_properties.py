@@ -15,7 +15,7 @@ from reconcile.ops.repair import repair
 from reconcile.ops.undo import undo
 from reconcile.plan import RepairOptions
 from reconcile.testing.world import create_collection, create_schema
-from tests.test_repair import snapshot
+from tests.helpers import snapshot
 from tests.world import World
 
 PERSONS = [str(uuid.UUID(int=i, version=4)) for i in range(1, 4)]

@@ -12,7 +12,6 @@ import pytest
 from qdrant_client import QdrantClient
 
 from reconcile.diff import DRIFT_KINDS
-from reconcile.errors import ConfigError
 from reconcile.testing.embedded import stop_embedded_postgres
 from reconcile.testing.world import DemoWorld, build_demo
 
@@ -136,16 +135,3 @@ def test_a_second_build_in_the_same_directory_starts_afresh(tmp_path: Path) -> N
         stopped = stop_embedded_postgres(directory / "pgdata")
     assert stopped
     assert not stop_embedded_postgres(directory / "pgdata")
-
-
-def test_too_few_faces_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="at least 100 faces"):
-        build_demo(tmp_path / "demo", faces=99)
-    assert not (tmp_path / "demo").exists()
-
-
-def test_a_directory_it_did_not_make_is_not_deleted(tmp_path: Path) -> None:
-    (tmp_path / "precious.txt").write_text("keep me")
-    with pytest.raises(ConfigError, match="refusing to delete"):
-        build_demo(tmp_path, faces=100)
-    assert (tmp_path / "precious.txt").exists()

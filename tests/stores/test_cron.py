@@ -7,12 +7,11 @@ import time
 from pathlib import Path
 
 import psycopg
-import pytest
 
 from reconcile.ops.audit import audit
 from reconcile.ops.repair import repair
 from reconcile.plan import RepairOptions
-from tests.conftest import run_cli
+from tests.helpers import run_cli
 from tests.world import World
 
 LOCK = "reconcile:face_instances:faces:all"
@@ -127,34 +126,3 @@ def test_metrics_file_parsed_back(world: World, tmp_path: Path) -> None:
     families = {f.name: f for f in text_string_to_metric_families(metrics.read_text())}
     assert families["reconcile_exit_code"].samples[0].value == 2
     assert families["reconcile_last_success_timestamp_seconds"].samples[0].value == success
-
-
-def test_library_errors_are_one_log_line_without_a_traceback(
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    # What SQLAlchemy's pool logs when it cannot reset a connection the server
-    # dropped; here logged directly, since the race that causes it cannot be timed.
-    import logging
-
-    from reconcile import log
-
-    saved = [
-        (lg, lg.handlers[:], lg.propagate, lg.level)
-        for lg in (logging.getLogger("reconcile"), logging.getLogger("sqlalchemy"))
-    ]
-    log.configure("json")
-    try:
-        try:
-            raise ConnectionError("server closed the connection unexpectedly")
-        except ConnectionError:
-            logging.getLogger("sqlalchemy.pool.impl.QueuePool").error(
-                "Exception during reset or similar", exc_info=True
-            )
-    finally:
-        for lg, handlers, propagate, level in saved:  # the CLI's set-up is process-wide
-            lg.handlers[:], lg.propagate = handlers, propagate
-            lg.setLevel(level)
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    (line,) = err.strip().splitlines()
-    assert json.loads(line)["event"] == "Exception during reset or similar"

@@ -11,14 +11,13 @@ from typing import Any
 
 import pytest
 
-from reconcile.errors import ConfigError
 from reconcile.ops.audit import audit
 from reconcile.ops.counts import compare_counts
 from reconcile.ops.repair import repair
 from reconcile.ops.sync import sync_faces, sync_faces_async
 from reconcile.plan import RepairOptions
-from reconcile.targets import Targets, parse_since
-from tests.conftest import run_cli
+from reconcile.targets import Targets
+from tests.helpers import run_cli
 from tests.world import World
 
 
@@ -117,23 +116,6 @@ def test_since_sees_rows_updated_inside_the_window_only(world: World) -> None:
     wider = audit(s, stores=world.stores(s), targets=Targets(since=timedelta(hours=3)))
     assert wider.counts["missing_person"] == 2
     assert recent != old
-
-
-@pytest.mark.parametrize(
-    ("text", "ok"),
-    [("15m", True), ("2h", True), ("7d", True), ("2026-11-20T00:00Z", True), ("soon", False)],
-)
-def test_parse_since(text: str, ok: bool) -> None:
-    if ok:
-        parse_since(text)
-    else:
-        with pytest.raises(ConfigError, match="neither a duration nor a timestamp"):
-            parse_since(text)
-
-
-def test_ids_and_since_together_are_rejected() -> None:
-    with pytest.raises(ConfigError, match="not both"):
-        Targets(face_ids=("x",), since=timedelta(minutes=1))
 
 
 def test_counts_find_a_person_moved_in_postgres_only(world: World) -> None:

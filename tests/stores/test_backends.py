@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import re
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -15,16 +14,12 @@ from qdrant_client import QdrantClient, models
 from reconcile.errors import ConfigError, StoreError
 from reconcile.settings import Settings
 from reconcile.stores.base import DeleteKeys, PointId, PointStore, SetKeys
-from reconcile.stores.edge import EdgeQdrant, create_edge_store, open_edge_store, upsert
+from reconcile.stores.edge import EdgeQdrant, create_edge_store, upsert
 from reconcile.stores.qdrant import Qdrant
 from reconcile.testing.world import create_collection
-from tests.world import World
+from tests.helpers import PERSON_A, PERSON_B, STORE_DIM
 
-DIM = 4
 Seed = Sequence[tuple[PointId, dict[str, Any]]]
-
-PERSON_A = "0b8e1c52-77e4-4a39-9d1e-3f0c2a8d5e11"
-PERSON_B = "c4d2a9f0-1e3b-4c7d-8a6f-5b9e0d2c7a33"
 
 # Edges of both id spaces: 9 < 10 numerically but not as text, the sign bit of
 # the first UUID byte, and UUIDs that start with a digit or a letter.
@@ -89,11 +84,11 @@ class LocalBackend(Backend):
 
     def fill(self, seed: Seed) -> PointStore:
         self.client = QdrantClient(path=str(self.root))
-        create_collection(self.client, "faces", dim=DIM)
+        create_collection(self.client, "faces", dim=STORE_DIM)
         if seed:
             self.client.upsert(
                 "faces",
-                [models.PointStruct(id=i, vector=[0.5] * DIM, payload=p) for i, p in seed],
+                [models.PointStruct(id=i, vector=[0.5] * STORE_DIM, payload=p) for i, p in seed],
             )
         self.adapter = Qdrant(self.settings, client=self.client)
         return self.adapter
@@ -116,8 +111,8 @@ class EdgeBackend(Backend):
     name = "edge"
 
     def fill(self, seed: Seed) -> PointStore:
-        shard = create_edge_store(self.root, DIM, keyword_keys=["person_id"])
-        upsert(shard, seed, DIM, batch_size=5)
+        shard = create_edge_store(self.root, STORE_DIM, keyword_keys=["person_id"])
+        upsert(shard, seed, STORE_DIM, batch_size=5)
         shard.close()
         # Opened again from disk: the path a run of the tool takes.
         self.edge = EdgeQdrant(self.settings, self.root)
@@ -331,96 +326,3 @@ def test_store_in_use_is_a_store_error(backend: Backend) -> None:
             EdgeQdrant(backend.settings, backend.root)
         else:
             Qdrant(backend.settings)
-
-
-# --- what only the edge adapter promises --------------------------------------------
-
-
-def test_edge_apply_with_a_missing_point_writes_nothing(tmp_path: Path) -> None:
-    # The engine alone would write the points it has before failing (so does local
-    # mode); the adapter checks first so that the failed batch's outcome is known.
-    shard = create_edge_store(tmp_path, DIM)
-    upsert(shard, [(1, {"is_assigned": False})], DIM)
-    settings = Settings(
-        "postgresql://x@localhost/x", qdrant_path=str(tmp_path), flag_key="is_assigned"
-    )
-    store = EdgeQdrant(settings, tmp_path, shard=shard)
-    with pytest.raises(StoreError, match=re.escape("no point 2 (and 1 more); nothing written")):
-        store.apply([SetKeys({"person_id": PERSON_A}, [1, 2]), DeleteKeys(["x"], [3])])
-    assert store.retrieve([1]) == {1: {"is_assigned": False}}
-    store.close()
-
-
-def test_edge_refuses_a_directory_that_is_not_a_store(tmp_path: Path) -> None:
-    (tmp_path / "notes.txt").write_text("not a shard")
-    with pytest.raises(ConfigError, match="not a Qdrant Edge store"):
-        open_edge_store(tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]  # left as it was
-
-
-def test_edge_create_refuses_an_existing_store(tmp_path: Path) -> None:
-    shard = create_edge_store(tmp_path, DIM)
-    upsert(shard, [(1, {})], DIM)
-    shard.close()
-    with pytest.raises(ConfigError, match="already contains"):
-        create_edge_store(tmp_path, DIM)
-
-
-def test_edge_close_is_idempotent(tmp_path: Path) -> None:
-    create_edge_store(tmp_path, DIM).close()
-    store = EdgeQdrant(Settings("postgresql://x@localhost/x", qdrant_path=str(tmp_path)), tmp_path)
-    store.close()
-    store.close()
-
-
-def test_edge_facet_without_an_index_says_so(tmp_path: Path) -> None:
-    shard = create_edge_store(tmp_path, DIM)
-    upsert(shard, [(1, {"person_id": PERSON_A})], DIM)
-    store = EdgeQdrant(
-        Settings("postgresql://x@localhost/x", qdrant_path=str(tmp_path)), tmp_path, shard
-    )
-    with pytest.raises(StoreError, match="index"):
-        store.facet_counts("person_id", at_least=0)
-    store.close()
-
-
-def test_cli_audit_and_repair_on_an_edge_store(world: World, tmp_path: Path) -> None:
-    """The same commands, end to end, with --qdrant-edge instead of a server or local mode."""
-    import json
-
-    from tests.conftest import run_cli
-
-    p = world.person()
-    synced = world.face(p, point=False)
-    drifted = world.face(p, point=False)
-    store = tmp_path / "edge"
-    shard = create_edge_store(store, 4, keyword_keys=["person_id"])
-    upsert(shard, [(synced, {"person_id": p, "is_assigned": True}), (drifted, {})], dim=4)
-    shard.close()
-    env = {"DATABASE_URL": world.url, "QDRANT_EDGE": ""}
-    args = ["--qdrant-edge", str(store), "--flag-key", "is_assigned"]
-    audit = run_cli("audit", *args, "--format", "json", env=env)
-    assert audit.returncode == 1, audit.stderr
-    assert json.loads(audit.stdout)["counts"]["missing_person"] == 1
-    repair = run_cli(
-        "repair",
-        *args,
-        "--yes",
-        "--max-changes",
-        "100%",
-        "--format",
-        "json",
-        "--journal",
-        str(tmp_path / "j.jsonl"),
-        env=env,
-    )
-    assert repair.returncode == 0, repair.stderr
-    assert json.loads(repair.stdout)["verified"] == 1
-    counts = run_cli("audit", *args, "--counts", "--format", "json", env=env)
-    assert counts.returncode == 0, counts.stderr
-    # Sampling reads the store through the same adapter (ids from offsets, estimates).
-    sample = run_cli("audit", *args, "--sample", "20", "--seed", "3", "--format", "json", env=env)
-    assert sample.returncode == 0, sample.stderr
-    sampled = json.loads(sample.stdout)
-    assert sampled["points"]["sampled"] > 0 and sampled["points"]["population_estimate"] == 2
-    assert sampled["drift_seen"] == 0

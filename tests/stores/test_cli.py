@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from reconcile.testing.embedded import start_embedded_postgres, stop_embedded_postgres
-from tests.conftest import run_cli
+from tests.helpers import run_cli
 from tests.world import World
 
 
