@@ -9,6 +9,7 @@ report and exits with the report's code.
 import typer
 
 from reconcile.cli import audit, check, config, demo, repair, undo
+from reconcile.cli import options as o
 
 app = typer.Typer(
     name="reconcile",
@@ -18,13 +19,17 @@ app = typer.Typer(
     # Rich tracebacks print local variables, and those hold the database URL.
     pretty_exceptions_enable=False,
 )
-app.command("check")(check.check_command)
-app.command("audit")(audit.audit_command)
-app.command("repair")(repair.repair_command)
-app.command("undo")(undo.undo_command)
+# The option groups each command takes besides its own (declared in cli/options.py).
+_STORES = o.command_class(o.run_options, o.settings_options)
+_SCANS = o.command_class(o.scope_options, o.run_options, o.settings_options)
+
+app.command("check", cls=_STORES)(check.check_command)
+app.command("audit", cls=_SCANS)(audit.audit_command)
+app.command("repair", cls=_SCANS)(repair.repair_command)
+app.command("undo", cls=_STORES)(undo.undo_command)
 
 config_app = typer.Typer(help="Show the effective settings.", no_args_is_help=True)
-config_app.command("show")(config.config_show_command)
+config_app.command("show", cls=o.command_class(o.settings_options))(config.config_show_command)
 app.add_typer(config_app, name="config")
 
 app.command("demo")(demo.demo_command)

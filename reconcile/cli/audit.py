@@ -18,6 +18,7 @@ from reconcile.settings import Settings
 
 
 def audit_command(
+    ctx: typer.Context,
     format: o.FormatOption = o.Format.table,
     output: o.OutputOption = None,
     details: Annotated[
@@ -39,43 +40,11 @@ def audit_command(
         int | None, typer.Option(help="Check N random faces and N random points; estimate drift.")
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of --sample, to repeat a sample.")] = None,
-    face_id: o.FaceIdOption = None,
-    point_id: o.PointIdOption = None,
-    ids_from: o.IdsFromOption = None,
-    since: o.SinceOption = None,
-    incremental: o.IncrementalOption = None,
-    shard: o.ShardOption = None,
-    log_format: o.LogFormatOption = o.LogFormat.text,
-    metrics_file: o.MetricsFile = None,
-    debug: o.Debug = False,
-    database_url: o.DatabaseUrl = None,
-    qdrant_url: o.QdrantUrl = None,
-    qdrant_path: o.QdrantPath = None,
-    qdrant_edge: o.QdrantEdge = None,
-    qdrant_api_key: o.QdrantApiKey = None,
-    collection: o.Collection = None,
-    table: o.Table = None,
-    point_column: o.PointColumn = None,
-    person_column: o.PersonColumn = None,
-    id_column: o.IdColumn = None,
-    updated_column: o.UpdatedColumn = None,
-    person_key: o.PersonKey = None,
-    flag_key: o.FlagKey = None,
-    retries: o.Retries = None,
-    timeout: o.Timeout = None,
-    page_size: o.PageSize = None,
-    min_age: o.MinAge = None,
-    config: o.ConfigFile = None,
-    env_file: o.EnvFile = None,
 ) -> None:
     """Stream both stores, merge-join them by point id, and report drift (exit 1 on drift)."""
-    # locals() is exactly this command's parameters: settings and scope are picked from it.
-    params = locals()
-    with boundary("audit", debug=debug, metrics_file=metrics_file) as run:
-        settings = run.settings(params)
-        scope = o.Scope.from_params(params)
-        log.set_quiet(quiet)
-        failing = o.fail_on_kinds(fail_on)
+    params = o.shared(ctx)
+    with boundary("audit", params) as run:
+        settings, scope, failing = run.scanning(params, quiet=quiet, fail_on=fail_on)
         if seed is not None and sample is None:
             raise ConfigError("--seed goes with --sample N")
         if sample is not None:

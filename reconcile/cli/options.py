@@ -1,14 +1,17 @@
-"""Every option, declared once as an `Annotated` alias that each command lists.
+"""Every option, declared once, and the groups of options commands share.
 
-Typer reads a command's options from its signature, so a command that needs the
-connection settings lists the aliases below; their values come back through
-`typer.Context.params`, from which `setting_flags` and `Scope.from_params` pick
-their own. Nothing here rewrites a signature.
+A command's own options are its parameters, as Typer reads them; an option
+several commands take is an `Annotated` alias below. The groups several
+commands take whole (the connection settings, how a run logs, which faces it
+looks at) are each declared once as a function whose signature Typer reads
+like a command's; `command_class(...)` gives a command those options through
+Typer's documented `cls=` hook, and their values reach the command as
+`shared(ctx)`. No signature is rewritten, and no option list is repeated.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -16,6 +19,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+import typer.main
+from typer.core import TyperCommand
 
 from reconcile.config import SETTING_NAMES
 from reconcile.diff import DRIFT_KINDS
@@ -36,86 +41,8 @@ class LogFormat(StrEnum):
     json = "json"
 
 
-# --- the connection settings and the mapping (reconcile.settings.Settings) -------
+# --- options several commands take ------------------------------------------------
 
-DatabaseUrl = Annotated[
-    str | None,
-    typer.Option(help="PostgreSQL URL, any postgresql:// spelling (env DATABASE_URL)."),
-]
-QdrantUrl = Annotated[str | None, typer.Option(help="Qdrant server URL (env QDRANT_URL).")]
-QdrantPath = Annotated[
-    str | None, typer.Option(help="Qdrant local-mode directory (env QDRANT_PATH).")
-]
-QdrantEdge = Annotated[
-    str | None, typer.Option(help="A Qdrant Edge store directory (extra reconcile[edge]).")
-]
-QdrantApiKey = Annotated[str | None, typer.Option(help="Qdrant API key (env QDRANT_API_KEY).")]
-Collection = Annotated[
-    str | None,
-    typer.Option(help="Qdrant collection (env QDRANT_FACE_COLLECTION).", show_default="faces"),
-]
-Table = Annotated[
-    str | None,
-    typer.Option(help="Faces table, may be schema.table.", show_default="face_instances"),
-]
-PointColumn = Annotated[
-    str | None,
-    typer.Option(help="Column naming the Qdrant point.", show_default="qdrant_point_id"),
-]
-PersonColumn = Annotated[
-    str | None, typer.Option(help="Column naming the person.", show_default="person_id")
-]
-IdColumn = Annotated[str | None, typer.Option(help="Column with the face id.", show_default="id")]
-UpdatedColumn = Annotated[
-    str | None,
-    typer.Option(help="Timestamp column for --since, --min-age.", show_default="updated_at"),
-]
-PersonKey = Annotated[
-    str | None, typer.Option(help="Payload key holding the person.", show_default="person_id")
-]
-FlagKey = Annotated[
-    str | None,
-    typer.Option(help="Boolean payload key that must equal 'has a person', e.g. is_assigned."),
-]
-Retries = Annotated[
-    int | None,
-    typer.Option(help="Retries of a failed Qdrant read (with backoff).", show_default="3"),
-]
-Timeout = Annotated[
-    float | None, typer.Option(help="Seconds one Qdrant request may take.", show_default="30")
-]
-PageSize = Annotated[
-    int | None,
-    typer.Option(help="Rows per fetch and points per scroll page.", show_default="1000"),
-]
-MinAge = Annotated[
-    float | None,
-    typer.Option(help="Grace window: skip rows updated this many seconds ago or less."),
-]
-ConfigFile = Annotated[Path | None, typer.Option(help="A TOML file holding any of these settings.")]
-EnvFile = Annotated[
-    Path | None, typer.Option(help="A dotenv file (DATABASE_URL, QDRANT_URL, ...).")
-]
-
-
-def setting_flags(params: Mapping[str, Any]) -> dict[str, Any]:
-    """The Settings fields given as flags (None: not given), from a command's parameters.
-
-    Every Settings field has an option of the same name above; `config` and
-    `env_file` name the files, not settings.
-    """
-    return {name: params.get(name) for name in SETTING_NAMES}
-
-
-# --- how a run reports and logs --------------------------------------------------
-
-LogFormatOption = Annotated[
-    LogFormat, typer.Option(help="Logs on stderr: text lines or JSON lines.")
-]
-MetricsFile = Annotated[
-    Path | None,
-    typer.Option(help="Write a Prometheus textfile here (node_exporter), on failure too."),
-]
 Debug = Annotated[bool, typer.Option(help="Show tracebacks on errors.")]
 FormatOption = Annotated[
     Format, typer.Option("--format", help="table for people, json for machines.")
@@ -147,28 +74,162 @@ DeadlineOption = Annotated[
     typer.Option(help="Seconds a batch may hold its row locks before the server ends it."),
 ]
 
-# --- which faces (audit, repair) ---------------------------------------------------
+# --- the groups commands share --------------------------------------------------
 
-FaceIdOption = Annotated[
-    list[str] | None, typer.Option(help="Only this face (repeatable); no scan.")
-]
-PointIdOption = Annotated[
-    list[str] | None, typer.Option(help="Only this point (repeatable); no scan.")
-]
-IdsFromOption = Annotated[
-    str | None, typer.Option(help="Only the face ids in this file, one per line; - is stdin.")
-]
-SinceOption = Annotated[
-    str | None,
-    typer.Option(help="Only rows updated since: a duration (15m, 2h, 7d) or a timestamp."),
-]
-IncrementalOption = Annotated[
-    Path | None,
-    typer.Option(help="State file: continue from where the last successful run started."),
-]
-ShardOption = Annotated[
-    str | None, typer.Option(help="Only the i-th of N equal slices of the point ids: i/N.")
-]
+
+def settings_options(
+    database_url: Annotated[
+        str | None,
+        typer.Option(help="PostgreSQL URL, any postgresql:// spelling (env DATABASE_URL)."),
+    ] = None,
+    qdrant_url: Annotated[
+        str | None, typer.Option(help="Qdrant server URL (env QDRANT_URL).")
+    ] = None,
+    qdrant_path: Annotated[
+        str | None, typer.Option(help="Qdrant local-mode directory (env QDRANT_PATH).")
+    ] = None,
+    qdrant_edge: Annotated[
+        str | None, typer.Option(help="A Qdrant Edge store directory (extra reconcile[edge]).")
+    ] = None,
+    qdrant_api_key: Annotated[
+        str | None, typer.Option(help="Qdrant API key (env QDRANT_API_KEY).")
+    ] = None,
+    collection: Annotated[
+        str | None,
+        typer.Option(help="Qdrant collection (env QDRANT_FACE_COLLECTION).", show_default="faces"),
+    ] = None,
+    table: Annotated[
+        str | None,
+        typer.Option(help="Faces table, may be schema.table.", show_default="face_instances"),
+    ] = None,
+    point_column: Annotated[
+        str | None,
+        typer.Option(help="Column naming the Qdrant point.", show_default="qdrant_point_id"),
+    ] = None,
+    person_column: Annotated[
+        str | None, typer.Option(help="Column naming the person.", show_default="person_id")
+    ] = None,
+    id_column: Annotated[
+        str | None, typer.Option(help="Column with the face id.", show_default="id")
+    ] = None,
+    updated_column: Annotated[
+        str | None,
+        typer.Option(help="Timestamp column for --since, --min-age.", show_default="updated_at"),
+    ] = None,
+    person_key: Annotated[
+        str | None, typer.Option(help="Payload key holding the person.", show_default="person_id")
+    ] = None,
+    flag_key: Annotated[
+        str | None,
+        typer.Option(help="Boolean payload key that must equal 'has a person', e.g. is_assigned."),
+    ] = None,
+    retries: Annotated[
+        int | None,
+        typer.Option(help="Retries of a failed Qdrant read (with backoff).", show_default="3"),
+    ] = None,
+    timeout: Annotated[
+        float | None, typer.Option(help="Seconds one Qdrant request may take.", show_default="30")
+    ] = None,
+    page_size: Annotated[
+        int | None,
+        typer.Option(help="Rows per fetch and points per scroll page.", show_default="1000"),
+    ] = None,
+    min_age: Annotated[
+        float | None,
+        typer.Option(help="Grace window: skip rows updated this many seconds ago or less."),
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="A TOML file holding any of these settings.")
+    ] = None,
+    env_file: Annotated[
+        Path | None, typer.Option(help="A dotenv file (DATABASE_URL, QDRANT_URL, ...).")
+    ] = None,
+) -> None:
+    """The connection settings and the mapping (one option per field of Settings), and
+    the files that may hold them."""
+
+
+def setting_flags(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The Settings fields given as flags (None: not given), from a command's options.
+
+    Every Settings field has an option of the same name in `settings_options`;
+    `config` and `env_file` name the files, not settings.
+    """
+    return {name: params.get(name) for name in SETTING_NAMES}
+
+
+def run_options(
+    log_format: Annotated[
+        LogFormat, typer.Option(help="Logs on stderr: text lines or JSON lines.")
+    ] = LogFormat.text,
+    metrics_file: Annotated[
+        Path | None,
+        typer.Option(help="Write a Prometheus textfile here (node_exporter), on failure too."),
+    ] = None,
+    debug: Debug = False,
+) -> None:
+    """How a run that reaches the stores logs, and where it leaves its metrics."""
+
+
+def scope_options(
+    face_id: Annotated[
+        list[str] | None, typer.Option(help="Only this face (repeatable); no scan.")
+    ] = None,
+    point_id: Annotated[
+        list[str] | None, typer.Option(help="Only this point (repeatable); no scan.")
+    ] = None,
+    ids_from: Annotated[
+        str | None, typer.Option(help="Only the face ids in this file, one per line; - is stdin.")
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(help="Only rows updated since: a duration (15m, 2h, 7d) or a timestamp."),
+    ] = None,
+    incremental: Annotated[
+        Path | None,
+        typer.Option(help="State file: continue from where the last successful run started."),
+    ] = None,
+    shard: Annotated[
+        str | None, typer.Option(help="Only the i-th of N equal slices of the point ids: i/N.")
+    ] = None,
+) -> None:
+    """Which faces a run looks at (`Scope`)."""
+
+
+_SHARED = "reconcile.shared"
+
+
+def _options_of(declaration: Callable[..., None]) -> list[Any]:
+    """The Click options Typer builds from `declaration`'s signature, as for a command."""
+    declared = typer.Typer(add_completion=False)
+    declared.command()(declaration)
+    return list(typer.main.get_command(declared).params)
+
+
+def command_class(*groups: Callable[..., None]) -> type[TyperCommand]:
+    """A command class that adds these groups' options after the command's own.
+
+    Their values are taken out of the parameters Typer passes to the command
+    function (which does not declare them) and kept for `shared(ctx)`.
+    """
+
+    class Command(TyperCommand):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.shared = [option for group in groups for option in _options_of(group)]
+            self.params.extend(self.shared)
+
+        def invoke(self, ctx: Any) -> Any:
+            ctx.meta[_SHARED] = {p.name: ctx.params.pop(p.name) for p in self.shared}
+            return super().invoke(ctx)
+
+    return Command
+
+
+def shared(ctx: typer.Context) -> dict[str, Any]:
+    """The values of the shared options a command was given (every one, defaults included)."""
+    values: dict[str, Any] = ctx.meta[_SHARED]
+    return values
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from reconcile.plan import Plan, RepairOptions
 
 
 def repair_command(
+    ctx: typer.Context,
     dry_run: o.DryRunOption = False,
     yes: o.YesOption = False,
     batch_size: o.BatchOption = 1000,
@@ -42,43 +43,11 @@ def repair_command(
         float | None, typer.Option(help="Write at most this many points per second.")
     ] = None,
     fail_on: o.FailOnOption = None,
-    face_id: o.FaceIdOption = None,
-    point_id: o.PointIdOption = None,
-    ids_from: o.IdsFromOption = None,
-    since: o.SinceOption = None,
-    incremental: o.IncrementalOption = None,
-    shard: o.ShardOption = None,
-    log_format: o.LogFormatOption = o.LogFormat.text,
-    metrics_file: o.MetricsFile = None,
-    debug: o.Debug = False,
-    database_url: o.DatabaseUrl = None,
-    qdrant_url: o.QdrantUrl = None,
-    qdrant_path: o.QdrantPath = None,
-    qdrant_edge: o.QdrantEdge = None,
-    qdrant_api_key: o.QdrantApiKey = None,
-    collection: o.Collection = None,
-    table: o.Table = None,
-    point_column: o.PointColumn = None,
-    person_column: o.PersonColumn = None,
-    id_column: o.IdColumn = None,
-    updated_column: o.UpdatedColumn = None,
-    person_key: o.PersonKey = None,
-    flag_key: o.FlagKey = None,
-    retries: o.Retries = None,
-    timeout: o.Timeout = None,
-    page_size: o.PageSize = None,
-    min_age: o.MinAge = None,
-    config: o.ConfigFile = None,
-    env_file: o.EnvFile = None,
 ) -> None:
     """Audit, then set payloads to what PostgreSQL says, in locked, journaled batches."""
-    # locals() is exactly this command's parameters: settings and scope are picked from it.
-    params = locals()
-    with boundary("repair", debug=debug, metrics_file=metrics_file) as run:
-        settings = run.settings(params)
-        scope = o.Scope.from_params(params)
-        log.set_quiet(quiet)
-        failing = o.fail_on_kinds(fail_on)
+    params = o.shared(ctx)
+    with boundary("repair", params) as run:
+        settings, scope, failing = run.scanning(params, quiet=quiet, fail_on=fail_on)
         options = RepairOptions(
             dry_run=dry_run,
             batch_size=batch_size,

@@ -14,6 +14,7 @@ from reconcile.plan import RepairOptions
 
 
 def undo_command(
+    ctx: typer.Context,
     journal: Annotated[Path, typer.Argument(help="A journal written by `reconcile repair`.")],
     dry_run: o.DryRunOption = False,
     yes: o.YesOption = False,
@@ -23,33 +24,10 @@ def undo_command(
     format: o.FormatOption = o.Format.table,
     output: o.OutputOption = None,
     quiet: o.QuietOption = False,
-    log_format: o.LogFormatOption = o.LogFormat.text,
-    metrics_file: o.MetricsFile = None,
-    debug: o.Debug = False,
-    database_url: o.DatabaseUrl = None,
-    qdrant_url: o.QdrantUrl = None,
-    qdrant_path: o.QdrantPath = None,
-    qdrant_edge: o.QdrantEdge = None,
-    qdrant_api_key: o.QdrantApiKey = None,
-    collection: o.Collection = None,
-    table: o.Table = None,
-    point_column: o.PointColumn = None,
-    person_column: o.PersonColumn = None,
-    id_column: o.IdColumn = None,
-    updated_column: o.UpdatedColumn = None,
-    person_key: o.PersonKey = None,
-    flag_key: o.FlagKey = None,
-    retries: o.Retries = None,
-    timeout: o.Timeout = None,
-    page_size: o.PageSize = None,
-    min_age: o.MinAge = None,
-    config: o.ConfigFile = None,
-    env_file: o.EnvFile = None,
 ) -> None:
     """Restore what a repair journal recorded, where nothing has changed since."""
-    # locals() is exactly this command's parameters: the settings are picked from it by name.
-    params = locals()
-    with boundary("undo", debug=debug, metrics_file=metrics_file) as run:
+    params = o.shared(ctx)
+    with boundary("undo", params) as run:
         settings = run.settings(params)
         options = RepairOptions(
             batch_size=batch_size, lock_timeout=lock_timeout, batch_deadline=batch_deadline
