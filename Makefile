@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint types check bench clean
+.PHONY: install test-deps demo test lint types check bench clean
 
 install: $(STAMP)
 
@@ -24,8 +24,13 @@ lint: install
 types: install
 	$(BIN)/mypy reconcile
 
+# Outside programs the tests run for real (promtool, node_exporter, Pushgateway,
+# systemd-analyze, tmux): installed from Debian when missing and we can, else one line.
+test-deps:
+	@.ci/test-deps
+
 # The test command the README and CI run: lint, types, then the suite.
-test: lint types
+test: test-deps lint types
 	$(BIN)/pytest -q
 
 check: test

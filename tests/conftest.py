@@ -17,6 +17,17 @@ from tests.helpers import with_query
 from tests.world import World
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """No test writes into the user's home: every default state path (journals, the
+    demo's memory) goes to a directory of the session's own, also for the CLI
+    processes the tests start (they inherit the environment)."""
+    state = tmp_path_factory.mktemp("xdg-state")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_STATE_HOME", str(state))
+        yield state
+
+
 @pytest.fixture(scope="session")
 def server_url() -> Iterator[str]:
     """RECONCILE_TEST_DATABASE_URL when set; otherwise an embedded server for the session."""
