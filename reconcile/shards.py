@@ -9,8 +9,10 @@ point and every row exactly once, whatever the ids look like.
 
 from __future__ import annotations
 
+import os
 import re
 import uuid
+from collections.abc import Mapping
 
 from reconcile.errors import ConfigError
 from reconcile.stores.base import KeyRange, PointId
@@ -18,12 +20,47 @@ from reconcile.stores.base import KeyRange, PointId
 UUID_SPACE = 2**128
 
 
-def parse_shard(text: str) -> tuple[int, int]:
-    """`i/N` with 1 ≤ i ≤ N (people count shards from one)."""
+MAX_SHARDS = 4096
+# Kubernetes gives each pod of an Indexed Job its completion index, counted from 0.
+INDEX_VARIABLE = "JOB_COMPLETION_INDEX"
+
+
+def parse_shard(text: str, environ: Mapping[str, str] | None = None) -> tuple[int, int]:
+    """`i/N` with 1 ≤ i ≤ N (people count shards from one), or `auto/N`.
+
+    `auto/N` takes i from JOB_COMPLETION_INDEX + 1 (in `environ`, default the
+    process's environment), so an Indexed Job's pods need no shell arithmetic.
+    """
+    auto = re.fullmatch(r"\s*auto\s*/\s*(\d+)\s*", text)
+    if auto and 1 <= int(auto.group(1)) <= MAX_SHARDS:
+        count = int(auto.group(1))
+        return _completion_index(text, count, os.environ if environ is None else environ), count
     match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
-    if not match or not 1 <= int(match.group(1)) <= int(match.group(2)) <= 4096:
-        raise ConfigError(f"--shard {text!r} is not i/N with 1 <= i <= N <= 4096: e.g. --shard 2/8")
+    if not match or not 1 <= int(match.group(1)) <= int(match.group(2)) <= MAX_SHARDS:
+        raise ConfigError(
+            f"--shard {text!r} is not i/N or auto/N with 1 <= i <= N <= {MAX_SHARDS}: "
+            "e.g. --shard 2/8, or --shard auto/8 in a Kubernetes Indexed Job"
+        )
     return int(match.group(1)), int(match.group(2))
+
+
+def _completion_index(text: str, count: int, environ: Mapping[str, str]) -> int:
+    """The 1-based shard of an Indexed Job's pod: its 0-based completion index + 1."""
+    fix = f"run it in a Kubernetes Indexed Job with completions: {count}, or give --shard i/{count}"
+    raw = environ.get(INDEX_VARIABLE)
+    if raw is None or not raw.strip():
+        raise ConfigError(f"--shard {text!r} needs {INDEX_VARIABLE}, which is not set: {fix}")
+    if not re.fullmatch(r"[0-9]+", raw.strip()):
+        raise ConfigError(
+            f"--shard {text!r}: {INDEX_VARIABLE}={raw!r} is not a whole number from 0: {fix}"
+        )
+    index = int(raw)
+    if index >= count:
+        raise ConfigError(
+            f"--shard {text!r}: {INDEX_VARIABLE}={index} is not below {count}: "
+            f"set the Job's completions to {count}, the N of --shard auto/N"
+        )
+    return index + 1
 
 
 def _cut(lowest: int, highest: int, parts: int, point_type: str) -> list[PointId]:
