@@ -8,13 +8,19 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import pytest
 from qdrant_client import QdrantClient
 
 from reconcile.ops.repair import RepairReport, repair
@@ -38,21 +44,53 @@ def with_query(url: str, **params: str) -> str:
 
 
 def run_cli(
-    *args: str, env: dict[str, str] | None = None, module: str = "reconcile"
+    *args: str,
+    env: dict[str, str] | None = None,
+    module: str = "reconcile",
+    cwd: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """The CLI as cron runs it: a separate process, no terminal, exit code and both streams."""
+    """The CLI as cron runs it: a separate process, no terminal, exit code and both streams.
+
+    `cwd` runs it elsewhere, for commands whose relative paths are part of the test."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        env=cli_env(env),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def repair_cli(
+    journal: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """A repair as a scheduled run makes it: `--yes`, any share of a tiny world's points
+    (`--max-changes 100%`), its journal at `journal`."""
+    return run_cli(
+        "repair", "--yes", "--max-changes", "100%", "--journal", str(journal), *args, env=env
+    )
+
+
+def cli_env(env: dict[str, str] | None) -> dict[str, str]:
+    """The environment of a CLI process: this one's, without the stores a shell may name."""
     clean = {
         k: v
         for k, v in os.environ.items()
         if k not in {"DATABASE_URL", "QDRANT_URL", "QDRANT_PATH"}
     }
-    return subprocess.run(
-        [sys.executable, "-m", module, *args],
-        env={**clean, **(env or {})},
-        capture_output=True,
+    return {**clean, **(env or {})}
+
+
+def start_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """The CLI as a process that goes on while the test watches it (`run_cli` waits)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "reconcile", *args],
+        env=cli_env(env),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=300,
-        check=False,
     )
 
 
@@ -108,3 +146,62 @@ def run_repair(world: World, flag: str | None = "is_assigned", **options: Any) -
         hooks=hooks,
         confirm=confirm,
     )
+
+
+# --- outside programs the tests run for real (node_exporter, Pushgateway, promtool) ---
+
+
+def require_program(program: str, package: str) -> str:
+    """The program's path; a missing one fails the test (never skips) naming its package."""
+    path = shutil.which(program)
+    if path is None:
+        pytest.fail(
+            f"{program} is not installed: `make test` installs it, or run "
+            f"`apt-get install {package}`",
+            pytrace=False,
+        )
+    return path
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on right now (the server binds it right after)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def http_get(url: str, timeout: float = 5.0) -> str:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        body: bytes = response.read()
+        return body.decode("utf-8")
+
+
+@contextmanager
+def serving(argv: list[str], ready_url: str, log: Path, deadline: float = 20.0) -> Iterator[None]:
+    """Run a server until the block ends: ready once `ready_url` answers, always stopped.
+
+    Its stderr and stdout go to `log`, for the test to read (node_exporter logs there).
+    """
+    with log.open("w") as sink:
+        process = subprocess.Popen(argv, stdout=sink, stderr=subprocess.STDOUT)
+    try:
+        end = time.monotonic() + deadline
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"{argv[0]} exited with {process.returncode}: {log.read_text()}")
+            try:
+                http_get(ready_url, timeout=1.0)
+                break
+            except OSError:
+                if time.monotonic() > end:
+                    pytest.fail(f"{argv[0]} did not answer {ready_url} in {deadline} s")
+                time.sleep(0.05)  # a poll interval, bounded by the deadline above
+        yield
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

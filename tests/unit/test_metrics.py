@@ -11,10 +11,16 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from reconcile.diff import Kind
 from reconcile.errors import ConfigError
-from reconcile.metrics import write_metrics
+from reconcile.metrics import Outcome, RunLabels, check_push_url, write_metrics, write_started
 from reconcile.report import AuditReport
 
-LABELS = {"command": "audit", "table": "faces", "collection": "faces_v1"}
+LABELS = {
+    "command": "audit",
+    "table": "faces",
+    "collection": "faces_v1",
+    "shard": "all",
+    "scope": "full",
+}
 
 
 def make_audit(**counts: int) -> AuditReport:
@@ -46,9 +52,11 @@ def value(path: Path, name: str, **extra: str) -> float | None:
     return samples(path).get(key)
 
 
-def write(path: Path, **kwargs: object) -> None:
-    args: dict[str, object] = {**LABELS, "duration_seconds": 2.25, **kwargs}
-    write_metrics(path, **args)  # type: ignore[arg-type]
+def write(path: Path, now: float | None = None, **kwargs: object) -> None:
+    """One run's metrics: `kwargs` are labels (default LABELS) and Outcome fields."""
+    labels = {k: str(kwargs.pop(k, v)) for k, v in LABELS.items()}
+    outcome: dict[str, object] = {"duration_seconds": 2.25, **kwargs}
+    write_metrics(path, RunLabels(**labels), Outcome(**outcome), now=now)  # type: ignore[arg-type]
 
 
 def test_successful_audit_writes_every_metric(tmp_path: Path) -> None:
@@ -197,3 +205,104 @@ def test_path_that_is_a_directory_raises_config_error_and_leaves_nothing(tmp_pat
         write(path, exit_code=0, now=1.0)
     assert [p.name for p in tmp_path.iterdir()] == ["reconcile.prom"]
     assert path.is_dir()
+
+
+def test_last_success_is_carried_over_only_for_the_same_shard_and_scope(tmp_path: Path) -> None:
+    path = tmp_path / "reconcile.prom"
+    write(path, exit_code=0, audit=make_audit(), now=1000.0, shard="1/2", scope="shard")
+    write(path, exit_code=3, now=2000.0, shard="2/2", scope="shard")
+    assert (
+        value(path, "reconcile_last_success_timestamp_seconds", shard="2/2", scope="shard") is None
+    )
+    write(path, exit_code=0, now=3000.0, scope="incremental")
+    write(path, exit_code=3, now=4000.0, scope="incremental")
+    assert value(path, "reconcile_last_success_timestamp_seconds", scope="incremental") == 3000.0
+    # Only this run's labels are in the file: a file is one run's.
+    assert {dict(labels)["scope"] for _, labels in samples(path)} == {"incremental"}
+
+
+def test_scope_is_one_of_a_fixed_set() -> None:
+    with pytest.raises(ValueError, match="scope"):
+        RunLabels("audit", "faces", "faces_v1", "all", "since 2026-11-20T00:00:00+00:00")
+
+
+def test_run_started_is_written_at_start_keeping_the_last_run(tmp_path: Path) -> None:
+    path = tmp_path / "reconcile.prom"
+    write(path, exit_code=1, audit=make_audit(wrong_person=4), started=900.0, now=1000.0)
+    write_started(path, RunLabels(**LABELS), 5000.0)
+
+    # While the run goes on: it started after the last run ended, and the last run's
+    # drift and success stay visible.
+    assert value(path, "reconcile_run_started_timestamp_seconds") == 5000.0
+    assert value(path, "reconcile_last_run_timestamp_seconds") == 1000.0
+    assert value(path, "reconcile_last_success_timestamp_seconds") == 1000.0
+    assert value(path, "reconcile_drift_points", kind="wrong_person") == 4
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+    write(path, exit_code=3, started=5000.0, now=6000.0)
+    assert value(path, "reconcile_run_started_timestamp_seconds") == 5000.0
+    assert value(path, "reconcile_last_run_timestamp_seconds") == 6000.0
+    assert value(path, "reconcile_last_success_timestamp_seconds") == 1000.0
+
+
+def test_run_started_on_a_fresh_or_foreign_file(tmp_path: Path) -> None:
+    path = tmp_path / "reconcile.prom"
+    write_started(path, RunLabels(**LABELS), 7.0)
+    assert samples(path) == {
+        ("reconcile_run_started_timestamp_seconds", tuple(sorted(LABELS.items()))): 7.0
+    }
+    path.write_text("this is { not prometheus\n", encoding="utf-8")
+    write_started(path, RunLabels(**LABELS), 8.0)
+    assert value(path, "reconcile_run_started_timestamp_seconds") == 8.0
+    with pytest.raises(ConfigError, match="cannot write metrics file"):
+        write_started(tmp_path / "absent" / "r.prom", RunLabels(**LABELS), 9.0)
+
+
+@pytest.mark.parametrize(
+    ("options", "shard", "scope"),
+    [
+        ({}, "all", "full"),
+        ({"shard": "1/2"}, "1/2", "shard"),
+        ({"shard": "1/1"}, "all", "full"),
+        ({"incremental": Path("state.json")}, "all", "incremental"),
+        ({"since": "2h"}, "all", "since"),
+        ({"face_id": ["7"]}, "all", "ids"),
+        ({"point_id": ["7"], "since": "2h"}, "all", "ids"),
+        ({"ids_from": "-"}, "all", "ids"),
+    ],
+)
+def test_the_run_labels_its_scope_from_the_options(
+    options: dict[str, object], shard: str, scope: str
+) -> None:
+    from reconcile.cli.boundary import Run
+    from reconcile.cli.scope import Scope
+
+    run = Run("repair")
+    run.label_scope(options, Scope.from_params(options))
+    assert (run.labels.shard, run.labels.scope) == (shard, scope)
+
+
+def test_a_malformed_shard_keeps_a_label_of_its_own() -> None:
+    from reconcile.cli.boundary import Run
+
+    run = Run("repair")
+    run.label_scope({"shard": " 3/2 "})
+    assert (run.labels.shard, run.labels.scope) == ("3/2", "shard")
+
+
+@pytest.mark.parametrize(
+    "url", ["not a url", "ftp://gateway:9091", "http://", "http://host:port", "http://h?x=1"]
+)
+def test_a_push_url_that_is_not_a_gateway_is_a_config_error(url: str) -> None:
+    with pytest.raises(ConfigError, match=r"--metrics-push .* http://HOST:9091"):
+        check_push_url(url)
+
+
+def test_a_push_url_never_shows_its_password() -> None:
+    for url in ("ftp://user:hunter2@gateway:9091", "http://user:hunter2@gateway:9091"):
+        with pytest.raises(ConfigError, match=r"http://HOST:9091") as info:
+            check_push_url(url)
+        assert "hunter2" not in str(info.value)
+    assert check_push_url("https://gateway.example:9091/prefix/") == (
+        "https://gateway.example:9091/prefix"
+    )
