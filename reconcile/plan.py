@@ -14,12 +14,14 @@ import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import IO, Any
 
 from reconcile.diff import REPAIRABLE, Drift, Keys, Kind, batched
 from reconcile.errors import ConfigError
 from reconcile.report import AuditReport, ScopeKind, SpaceSaving, person_capacity
+from reconcile.targets import parse_duration
 
 NO_PERSON = "(no person)"
 
@@ -37,10 +39,15 @@ class RepairOptions:
     top: int = 10
     write_journal: bool = True  # the sync helper, called per request, keeps none
     rate: float | None = None  # points written per second at most
+    # After a run that succeeded, older journals of the same table and collection in
+    # the journal's directory are deleted (they hold personal data); None keeps them.
+    journal_retention: timedelta | None = timedelta(days=90)
 
     def __post_init__(self) -> None:
         if not 1 <= self.batch_size <= 10_000:
             raise ConfigError(f"--batch-size {self.batch_size} is out of range: use 1 to 10000")
+        if self.journal_retention is not None and self.journal_retention <= timedelta(0):
+            raise ConfigError(_RETENTION_HINT.format(spec=str(self.journal_retention)))
         max_changes_limit(self.max_changes, 0)
         if self.rate is not None and not 0 < self.rate <= 1_000_000:
             raise ConfigError(
@@ -53,6 +60,26 @@ class RepairOptions:
                 f"--batch-deadline {self.batch_deadline} is out of range: "
                 "use more than --lock-timeout and at most 3600"
             )
+
+
+_RETENTION_HINT = (
+    "--journal-retention {spec!r} is not a positive duration: "
+    "use e.g. 30d, 12h or 2w, or off to keep journals forever"
+)
+
+
+def parse_retention(spec: str) -> timedelta | None:
+    """`--journal-retention`: a duration (`30d`, `12h`), or `off` (None: keep forever).
+
+    `0` is refused rather than read as "off" or "delete all": either reading would
+    surprise half the people who type it.
+    """
+    if spec.strip().lower() == "off":
+        return None
+    retention = parse_duration(spec)
+    if retention is None or retention <= timedelta(0):
+        raise ConfigError(_RETENTION_HINT.format(spec=spec))
+    return retention
 
 
 def max_changes_limit(spec: str, points: int) -> int:
@@ -202,7 +229,10 @@ def guard(report: AuditReport, changes: int, max_changes: str) -> str | None:
         return (
             f"the full scan found {rows:,} rows with a point in {report.table} and "
             f"{report.points:,} points in {report.collection}: one store is empty, which "
-            "looks like the wrong database, table or collection, not drift"
+            "looks like the wrong database, table or collection, not drift; no flag "
+            "overrides this: check --database-url, --table and --collection (reconcile "
+            "check shows what they name), or, if the store is empty on purpose, rebuild "
+            "it rather than repair it"
         )
     limit = max_changes_limit(max_changes, report.points)
     if changes > limit:

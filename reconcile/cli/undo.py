@@ -7,7 +7,7 @@ import typer
 
 from reconcile.cli import options as o
 from reconcile.cli import render
-from reconcile.cli.boundary import boundary, finish
+from reconcile.cli.boundary import boundary, finish, setting_sources
 from reconcile.cli.repair import decide
 from reconcile.ops.undo import undo
 from reconcile.plan import RepairOptions
@@ -15,7 +15,12 @@ from reconcile.plan import RepairOptions
 
 def undo_command(
     ctx: typer.Context,
-    journal: Annotated[Path, typer.Argument(help="A journal written by `reconcile repair`.")],
+    journal: Annotated[
+        Path,
+        typer.Argument(
+            help="A journal written by `reconcile repair`; its table, collection and keys are used."
+        ),
+    ],
     dry_run: o.DryRunOption = False,
     yes: o.YesOption = False,
     batch_size: o.BatchOption = 1000,
@@ -45,6 +50,8 @@ def undo_command(
                 options=options,
                 progress=progress,
                 confirm=confirm if ask else None,
+                sources=setting_sources(params),
             )
+        run.table, run.collection = report.table, report.collection
         render.show(report, render.render_undo, format, output)
         finish(report.exit_code)

@@ -1,19 +1,31 @@
-"""Undo: restore what a repair journal says each point held, where nothing changed since."""
+"""Undo: restore what a repair journal says each point held, where nothing changed since.
+
+The journal's header names the table, the collection and the payload keys the
+repair wrote; undo takes them from there, so the hint a repair prints
+(`reconcile undo JOURNAL`) works as printed. A setting someone chose (a flag,
+the environment, a file; in the library, a value other than the default) that
+contradicts the journal is refused rather than silently overridden: it is the
+sign of a wrong journal or a wrong environment.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from reconcile import log
 from reconcile.apply import Held, Hooks, lock_points, same
+from reconcile.config import DEFAULT
 from reconcile.diff import Keys, batched
 from reconcile.errors import ConfigError, ExitCode, StoreError
-from reconcile.journal import JournalReader
+from reconcile.journal import JournalReader, mark_undone
 from reconcile.plan import RepairOptions
 from reconcile.report import SCHEMA_VERSION
 from reconcile.scan import Progress
@@ -21,11 +33,76 @@ from reconcile.settings import Settings
 from reconcile.stores import Stores, using
 from reconcile.stores.base import DeleteKeys, PayloadOp, PointId, Row, SetKeys
 
+# The settings a journal's header records, with the flag that sets each.
+_RECORDED = {
+    "table": "--table",
+    "collection": "--collection",
+    "person_key": "--person-key",
+    "flag_key": "--flag-key",
+}
+
+
+def _recorded(header: Mapping[str, Any], journal: Path) -> dict[str, Any]:
+    """The table, collection and payload keys the journal was written with."""
+    keys = header.get("keys")
+    found = {
+        "table": header.get("table"),
+        "collection": header.get("collection"),
+        "person_key": keys.get("person") if isinstance(keys, dict) else None,
+        "flag_key": keys.get("flag") if isinstance(keys, dict) else None,
+    }
+    strings = all(isinstance(found[name], str) for name in ("table", "collection", "person_key"))
+    if not strings or not isinstance(found["flag_key"], str | None):
+        raise ConfigError(
+            f"journal {journal} has a damaged header (table, collection or payload keys): "
+            "pass a journal written by `reconcile repair`"
+        )
+    return found
+
+
+def _library_sources(settings: Settings) -> dict[str, str]:
+    """For library callers: a value other than the default counts as chosen."""
+    return {
+        f.name: DEFAULT if getattr(settings, f.name) == f.default else "the settings given"
+        for f in dataclasses.fields(settings)
+        if f.name in _RECORDED
+    }
+
+
+def journal_settings(
+    settings: Settings, journal: Path, sources: Mapping[str, str] | None = None
+) -> Settings:
+    """`settings` with the table, collection and payload keys of `journal`'s header.
+
+    `sources` says where each setting came from (`reconcile.config.merge`'s second
+    value); a setting whose source is not "default" must agree with the journal,
+    or this raises ConfigError naming the setting, its source and the journal's
+    value. Without `sources`, a value other than the field's default counts as
+    chosen (a library caller cannot say more).
+    """
+    recorded = _recorded(JournalReader(journal).header, journal)
+    given = _library_sources(settings) if sources is None else sources
+    for name, flag in _RECORDED.items():
+        value, source = getattr(settings, name), given.get(name, DEFAULT)
+        if source != DEFAULT and value != recorded[name]:
+            raise ConfigError(
+                f"{flag} {_shown(value)} (from {source}) contradicts the journal {journal}, "
+                f"written with {flag} {_shown(recorded[name])}: undo takes it from the journal, "
+                "so remove that setting (or pass the journal of that repair)"
+            )
+    return dataclasses.replace(settings, **recorded)
+
+
+def _shown(value: str | None) -> str:
+    return "unset" if value is None else repr(value)
+
 
 @dataclass
 class UndoReport:
     journal: str
     dry_run: bool
+    table: str = ""  # as the journal recorded them
+    collection: str = ""
     points: int = 0  # change records read
     restored: int = 0
     already_restored: int = 0
@@ -49,6 +126,8 @@ class UndoReport:
             "schema_version": SCHEMA_VERSION,
             "journal": self.journal,
             "dry_run": self.dry_run,
+            "table": self.table,
+            "collection": self.collection,
             "points": self.points,
             "restored": self.restored,
             "already_restored": self.already_restored,
@@ -99,26 +178,24 @@ def undo(
     stores: Stores | None = None,
     progress: Progress | None = None,
     confirm: Callable[[int], bool] | None = None,
+    sources: Mapping[str, str] | None = None,
 ) -> UndoReport:
-    """Restore each journaled point's before-state where its payload still holds the after-state."""
+    """Restore each journaled point's before-state where its payload still holds the after-state.
+
+    The table, collection and payload keys come from the journal (see
+    `journal_settings` for `sources` and when a given setting is refused).
+    Unless a dry run, a finished undo appends an `undo` line to the journal.
+    """
     options = options or RepairOptions()
     started = time.monotonic()
+    settings = journal_settings(settings, journal, sources)
+    if stores is not None:
+        _check_stores(stores.settings, settings, journal)
     reader = JournalReader(journal)
-    header = reader.header
     keys = Keys(settings.person_key, settings.flag_key)
-    if header.get("collection") != settings.collection:
-        raise ConfigError(
-            f"journal {journal} was written for collection {header.get('collection')!r}, "
-            f"not {settings.collection!r}: set --collection"
-        )
-    if header.get("keys") != {"person": keys.person, "flag": keys.flag}:
-        raise ConfigError(
-            f"journal {journal} was written with payload keys {header.get('keys')}: "
-            "set --person-key and --flag-key to match"
-        )
     if confirm is not None and not dry_run and not confirm(sum(1 for _ in reader.changes())):
         raise ConfigError("undo not confirmed: nothing was written")
-    report = UndoReport(str(journal), dry_run)
+    report = UndoReport(str(journal), dry_run, settings.table, settings.collection)
     with using(settings, stores) as s:
         s.postgres.inspect()
         s.qdrant.require_collection()
@@ -128,7 +205,33 @@ def undo(
                 progress(report.points)
     report.torn_last_line = reader.torn
     report.duration_seconds = time.monotonic() - started
+    if not dry_run:
+        _mark(journal, report)
     return report
+
+
+def _check_stores(opened: Settings, needed: Settings, journal: Path) -> None:
+    """Stores a caller opened read the collection and keys they were opened with."""
+    for name, flag in _RECORDED.items():
+        if getattr(opened, name) != getattr(needed, name):
+            raise ConfigError(
+                f"the stores given were opened with {flag} {_shown(getattr(opened, name))}, "
+                f"but the journal {journal} was written with {_shown(getattr(needed, name))}: "
+                "open them with reconcile.ops.undo.journal_settings(settings, journal)"
+            )
+
+
+def _mark(journal: Path, report: UndoReport) -> None:
+    """Record the undo in the journal, for `reconcile journals`; never fails the undo."""
+    counts = report.to_json()
+    fields = ("restored", "already_restored", "conflicts", "skipped_locked", "vanished", "failed")
+    try:
+        mark_undone(journal, {name: counts[name] for name in fields})
+    except OSError as exc:
+        # The restore itself is done; only the listing will not know of it.
+        log.event(
+            "undo.unrecorded", logging.WARNING, journal=str(journal), error=exc.strerror or exc
+        )
 
 
 def _undo_batch(
@@ -185,4 +288,4 @@ def _undo_batch(
                 report.failed += 1
 
 
-__all__ = ["UndoReport", "undo"]
+__all__ = ["UndoReport", "journal_settings", "undo"]
