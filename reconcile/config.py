@@ -13,7 +13,7 @@ import re
 import tomllib
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -111,35 +111,64 @@ def load_config(path: Path) -> dict[str, Any]:
     Keys are Settings field names in snake_case or kebab-case (the flag spelling),
     at the top level or all under a `[reconcile]` table.
     """
+    found: dict[str, Any] = _strict(read_config, path)
+    return found
+
+
+def _strict(read: Callable[[Path, list[ConfigError]], dict[str, Any]], path: Path) -> Any:
+    """What `read` found, or its first problem raised: a command must not run half-configured."""
+    problems: list[ConfigError] = []
+    found = read(path, problems)
+    if problems:
+        raise problems[0]
+    return found
+
+
+def read_config(path: Path, problems: list[ConfigError]) -> dict[str, Any]:
+    """The settings of a TOML file that are valid; each problem is appended to `problems`.
+
+    A file that does not parse yields nothing; an unknown key or a wrong type skips
+    that key only, so `config show` can still show what the rest of the file sets.
+    """
     where = f"config file {path}"
     try:
         data = tomllib.loads(_read_bytes(path, "config file").decode("utf-8-sig"))
+    except ConfigError as exc:
+        problems.append(exc)
+        return {}
     except UnicodeDecodeError:
-        raise ConfigError(f"{where} does not parse: it is not UTF-8 text") from None
+        problems.append(ConfigError(f"{where} does not parse: it is not UTF-8 text"))
+        return {}
     except tomllib.TOMLDecodeError as exc:
         # tomllib's message already ends with "(at line N, column M)".
-        raise ConfigError(f"{where} does not parse: {exc}") from None
+        problems.append(ConfigError(f"{where} does not parse: {exc}"))
+        return {}
     table: Mapping[str, Any] = data
     if isinstance(data.get("reconcile"), dict):
         stray = sorted(key for key in data if key != "reconcile")
         if stray:
             # Keys beside the table are almost always a setting meant for inside it.
-            raise ConfigError(
-                f"{where}: {', '.join(stray)} outside the [reconcile] table: "
-                "put every setting under [reconcile], or drop the table"
+            problems.append(
+                ConfigError(
+                    f"{where}: {', '.join(stray)} outside the [reconcile] table: "
+                    "put every setting under [reconcile], or drop the table"
+                )
             )
         table = data["reconcile"]
     settings: dict[str, Any] = {}
     spelled: dict[str, str] = {}
     for key, value in table.items():
         name = key.replace("-", "_")
-        if name not in _TYPES:
-            valid = ", ".join(n.replace("_", "-") for n in _NAMES)
-            raise ConfigError(f"{where}: unknown setting {key!r}: valid settings are {valid}")
-        if name in spelled:
-            raise ConfigError(f"{where}: {spelled[name]!r} and {key!r} set the same setting")
-        spelled[name] = key
-        settings[name] = _check_type(where, name, value)
+        try:
+            if name not in _TYPES:
+                valid = ", ".join(n.replace("_", "-") for n in _NAMES)
+                raise ConfigError(f"{where}: unknown setting {key!r}: valid settings are {valid}")
+            if name in spelled:
+                raise ConfigError(f"{where}: {spelled[name]!r} and {key!r} set the same setting")
+            spelled[name] = key
+            settings[name] = _check_type(where, name, value)
+        except ConfigError as exc:
+            problems.append(exc)
     return settings
 
 
@@ -181,11 +210,21 @@ def load_env_file(path: Path) -> dict[str, str]:
     interpolation and no multi-line values: this file holds credentials, and a
     guess at what a line meant could connect to the wrong database.
     """
+    found: dict[str, str] = _strict(read_env_file, path)
+    return found
+
+
+def read_env_file(path: Path, problems: list[ConfigError]) -> dict[str, Any]:
+    """The well-formed lines of a dotenv file; each malformed one is appended to `problems`."""
     try:
         text = _read_bytes(path, "env file").decode("utf-8-sig")
+    except ConfigError as exc:
+        problems.append(exc)
+        return {}
     except UnicodeDecodeError:
-        raise ConfigError(f"env file {path} does not parse: it is not UTF-8 text") from None
-    values: dict[str, str] = {}
+        problems.append(ConfigError(f"env file {path} does not parse: it is not UTF-8 text"))
+        return {}
+    values: dict[str, Any] = {}
     for number, line in enumerate(text.splitlines(), start=1):
         stripped = line.strip()
         if not stripped or stripped.startswith("#"):
@@ -195,10 +234,13 @@ def load_env_file(path: Path) -> dict[str, str]:
         if match is None or value is None:
             # The line itself is never quoted back: it may be a password.
             hint = f" (setting {match['key']})" if match else ""
-            raise ConfigError(
-                f"env file {path}:{number} does not parse{hint}: "
-                "expected KEY=value, KEY='value' or KEY=\"value\""
+            problems.append(
+                ConfigError(
+                    f"env file {path}:{number} does not parse{hint}: "
+                    "expected KEY=value, KEY='value' or KEY=\"value\""
+                )
             )
+            continue
         values[match["key"]] = value  # a later line wins, as in a shell
     return values
 
@@ -307,16 +349,22 @@ def load_settings(
     )
 
 
-def display(name: str, value: Any) -> str:
-    """A value as safe to print: URLs lose their passwords, the API key is only `***`."""
+def safe_value(name: str, value: Any) -> Any:
+    """A value as safe to print or put in JSON: URLs lose their passwords, the API key is `***`."""
     if value is None:
-        return ""
+        return None
     if name == "qdrant_api_key":
         return "***"
     if name in _SECRETS:
         # A Qdrant URL may carry user:password too; mask_url leaves a plain URL alone.
         return mask_url(str(value))
-    return str(value)
+    return value
+
+
+def display(name: str, value: Any) -> str:
+    """A value as text for the table (masked as by `safe_value`; unset is empty)."""
+    shown = safe_value(name, value)
+    return "" if shown is None else str(shown)
 
 
 def show(

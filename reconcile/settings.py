@@ -6,6 +6,10 @@ import re
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import psycopg
+import sqlalchemy as sa
+from psycopg.conninfo import conninfo_to_dict
+
 from reconcile.errors import ConfigError
 
 # Every scheme the service's own settings may hold; all are read with psycopg 3,
@@ -46,6 +50,8 @@ class Settings:
 
     def __post_init__(self) -> None:
         sqlalchemy_url(self.database_url)  # raises on a scheme typo
+        if self.qdrant_url:
+            check_qdrant_url(self.qdrant_url)
         located = [bool(self.qdrant_url), bool(self.qdrant_path), bool(self.qdrant_edge)]
         if not any(located):
             raise ConfigError(
@@ -112,12 +118,15 @@ def table_parts(table: str) -> tuple[str | None, str]:
 
 
 def sqlalchemy_url(database_url: str) -> str:
-    """Rewrite any accepted PostgreSQL URL to the psycopg 3 driver."""
+    """Rewrite any accepted PostgreSQL URL, or a libpq key=value string, to the psycopg 3 driver."""
     scheme, sep, rest = database_url.partition("://")
+    if not sep and "=" in database_url:
+        return _conninfo_url(database_url)
     if not sep or not rest:
         raise ConfigError(
             f"database URL {mask_url(database_url)!r} is not a URL: "
-            "use postgresql://user:password@host:5432/dbname"
+            "use postgresql://user:password@host:5432/dbname, or key=value pairs "
+            "(host=db port=5432 dbname=faces user=app)"
         )
     if scheme.lower() not in _SCHEMES:
         raise ConfigError(
@@ -125,6 +134,73 @@ def sqlalchemy_url(database_url: str) -> str:
             f"use one of {', '.join(s + '://' for s in _SCHEMES)}"
         )
     return "postgresql+psycopg://" + rest
+
+
+def _conninfo_url(conninfo: str) -> str:
+    """A libpq key=value string (`host=/run/pg user=app password=…`), as psycopg reads it.
+
+    Every pair goes into the URL's query, which SQLAlchemy's psycopg dialect hands
+    to `psycopg.connect` as keyword arguments: a socket directory, `options` or
+    `sslmode` arrive exactly as libpq would have read them from the string.
+    """
+    try:
+        params = conninfo_to_dict(conninfo)
+    except psycopg.ProgrammingError:
+        # Neither the string nor libpq's message is quoted back: on a string that does
+        # not parse, which word is the password is exactly what cannot be known.
+        raise ConfigError(
+            "database connection string does not parse: use key=value pairs separated by "
+            "spaces (host=db port=5432 dbname=faces user=app; a value with spaces in single "
+            "quotes), or a postgresql:// URL"
+        ) from None
+    url = sa.engine.URL.create("postgresql+psycopg", query={k: str(v) for k, v in params.items()})
+    return url.render_as_string(hide_password=False)
+
+
+_QDRANT_SCHEMES = ("http", "https")
+# qdrant-client's one spelling without a scheme (it special-cases it).
+_QDRANT_LOCALHOST = re.compile(r"localhost(:[0-9]{1,5})?")
+
+
+def check_qdrant_url(url: str) -> str:
+    """Accept what qdrant-client can reach: http(s)://host[:port][/prefix].
+
+    Checked here, with the other settings, so that a typo is a configuration error
+    (exit 2) before anything is opened, not the client's exception at first use.
+    """
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises on a port that is not a number in range)
+    except ValueError:
+        parts = None
+    ok = (
+        parts is not None
+        and parts.scheme.lower() in _QDRANT_SCHEMES
+        and bool(parts.hostname)
+        and not any(char.isspace() for char in url)
+    )
+    if not ok and not _QDRANT_LOCALHOST.fullmatch(url):
+        raise ConfigError(
+            f"--qdrant-url {mask_url(url)!r} is not a Qdrant server URL: "
+            "use http://host:6333 or https://host:6333 (QDRANT_URL), "
+            "or --qdrant-path for a local-mode directory"
+        )
+    return url
+
+
+# A password inside any text: a URL's user:password@, or a key=value pair (libpq, a
+# URL's query). A quoted value is masked to its closing quote, an unquoted one to
+# the next blank: masking a little too much is safe, a little too little is not.
+_SECRET_IN_URL = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")
+_SECRET_PAIR = re.compile(
+    r"(?P<key>\b(?:ssl)?password\s*=\s*)(?P<value>'(?:[^'\\]|\\.)*'?|(?:\\.|[^\s\\])*\\?)",
+    re.IGNORECASE,
+)
+
+
+def mask_secrets(text: str) -> str:
+    """Any message with every password in it masked, wherever a driver put it."""
+    return _SECRET_PAIR.sub(r"\g<key>***", _SECRET_IN_URL.sub(r"\g<1>***@", text))
 
 
 _USERINFO = re.compile(r"^(?P<head>[^:/?#]*://[^:/?#@]*:)(?P<password>.*)@(?P<tail>[^@]*)$", re.S)
@@ -137,6 +213,9 @@ def mask_url(url: str) -> str:
     password holding "@", "/" or "?" (unescaped, as people do type them) is masked
     whole even where a URL parser would give up.
     """
+    if "://" not in url:
+        # A libpq key=value string: `password=` and `sslpassword=` values, quoted or not.
+        return _SECRET_PAIR.sub(r"\g<key>***", url)
     masked = _USERINFO.sub(r"\g<head>***@\g<tail>", url)
     try:
         parts = urlsplit(masked)

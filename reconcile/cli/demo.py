@@ -1,5 +1,8 @@
 """`reconcile demo`: build a drifted world, audit it, and show what to try next."""
 
+import shlex
+import shutil
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -9,17 +12,26 @@ from reconcile.cli import options as o
 from reconcile.cli import render
 from reconcile.cli.boundary import boundary
 from reconcile.errors import ConfigError, ReconcileError
+from reconcile.journal import state_dir
 from reconcile.ops.audit import audit
 from reconcile.settings import Settings
 
+DEFAULT_DIR = Path("reconcile-demo")
+
 
 def demo_command(
-    dir: Annotated[Path, typer.Option("--dir", help="Where to build the demo world.")] = Path(
-        "reconcile-demo"
-    ),
+    dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--dir",
+            help="Where to build the demo world (default ./reconcile-demo); with --stop, "
+            "whose server to stop (default: the last demo built, and ./reconcile-demo).",
+            show_default=False,
+        ),
+    ] = None,
     faces: Annotated[int, typer.Option(help="How many faces to create.")] = 5000,
     stop: Annotated[
-        bool, typer.Option("--stop", help="Stop the demo's PostgreSQL server and exit.")
+        bool, typer.Option("--stop", help="Stop the demo's PostgreSQL server and exit.", metavar="")
     ] = False,
     debug: o.Debug = False,
 ) -> None:
@@ -29,14 +41,24 @@ def demo_command(
         from reconcile.testing.embedded import stop_embedded_postgres
         from reconcile.testing.world import build_demo
 
-        directory = dir.resolve()
         if stop:
-            stopped = stop_embedded_postgres(directory / "pgdata")
-            render.say("stopped the demo server" if stopped else "no demo server was running")
+            # A demo built with --dir elsewhere is found through the note the build left.
+            wanted = [dir] if dir is not None else [_last_demo(), DEFAULT_DIR]
+            candidates = list(dict.fromkeys(d.resolve() for d in wanted if d is not None))
+            stopped = [d for d in candidates if stop_embedded_postgres(d / "pgdata")]
+            for directory in stopped:
+                render.say(f"stopped the demo server of {directory}")
+            if not stopped:
+                where = ", ".join(str(d) for d in candidates)
+                hint = "" if dir is not None else "; for a demo built elsewhere, pass its --dir"
+                render.say(f"no demo server was running (looked in {where}){hint}")
             return
         if faces < 100 or faces > 2_000_000:
             raise ConfigError(f"--faces {faces} is out of range: use 100 to 2000000")
+        directory = (dir or DEFAULT_DIR).resolve()
         render.stderr().print(f"building a world of {faces:,} faces in {directory} ...")
+        # Noted before the build starts the server, so that --stop finds even a failed one.
+        _remember(directory)
         world = build_demo(directory, faces=faces)
         settings = Settings(
             database_url=world.database_url,
@@ -52,13 +74,51 @@ def demo_command(
             )
         render.say(f"\nThe audit found exactly the {report.drifted:,} drifted points injected.")
         env = f"DATABASE_URL='{world.database_url}' QDRANT_PATH='{world.qdrant_path}'"
+        me = _program()
         render.say(
-            "\nTry next (the demo's PostgreSQL keeps running; `reconcile demo --stop` stops it):\n"
+            f"\nTry next (the demo's PostgreSQL keeps running; `{me} demo --stop` stops it):\n"
             f"  export {env}\n"
-            "  reconcile check\n"
-            "  reconcile audit --flag-key is_assigned\n"
-            "  reconcile audit --flag-key is_assigned --format json --details drift.jsonl\n"
-            "  reconcile repair --flag-key is_assigned --dry-run\n"
-            "  reconcile repair --flag-key is_assigned --yes --journal repair.jsonl\n"
-            "  reconcile undo repair.jsonl --flag-key is_assigned --yes\n"
+            f"  {me} check\n"
+            f"  {me} audit --flag-key is_assigned\n"
+            f"  {me} audit --flag-key is_assigned --format json --details drift.jsonl\n"
+            f"  {me} repair --flag-key is_assigned --dry-run\n"
+            f"  {me} repair --flag-key is_assigned --yes --journal repair.jsonl\n"
+            f"  {me} undo repair.jsonl --flag-key is_assigned --yes\n"
         )
+
+
+def _program() -> str:
+    """This very `reconcile`, as a shell will find it: plain only when PATH leads to it.
+
+    After `make demo` the command lives in .venv/bin, which is not on PATH: the
+    hints would fail with 127 unless they name it by its path.
+    """
+    script = Path(sys.executable).parent / "reconcile"
+    if not script.is_file():
+        return f"{shlex.quote(sys.executable)} -m reconcile"
+    found = shutil.which("reconcile")
+    if found is not None and Path(found).resolve() == script.resolve():
+        return "reconcile"
+    return shlex.quote(str(script))
+
+
+def _note() -> Path:
+    return state_dir() / "last-demo"
+
+
+def _remember(directory: Path) -> None:
+    """Note where the last demo was built, for `demo --stop` without --dir."""
+    try:
+        _note().parent.mkdir(parents=True, exist_ok=True)
+        _note().write_text(f"{directory}\n", encoding="utf-8")
+    except OSError as exc:
+        # The demo works without the note; --stop then needs --dir, and says so.
+        render.tell(f"reconcile: cannot note the demo's directory in {_note()}: {exc.strerror}")
+
+
+def _last_demo() -> Path | None:
+    try:
+        text = _note().read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return Path(text) if text else None

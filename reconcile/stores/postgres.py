@@ -117,6 +117,12 @@ class Postgres:
             orig = exc.orig if isinstance(exc, DBAPIError) else exc
             detail = first_line(orig) if orig else str(exc)
             invalidated = isinstance(exc, DBAPIError) and exc.connection_invalidated
+            if "resolve host" in detail:
+                # libpq's "failed to resolve host" names neither the URL nor what to fix.
+                raise StoreError(
+                    f"PostgreSQL at {self._masked} is unreachable: {detail}; check the host "
+                    "name in --database-url (DATABASE_URL) and that this machine's DNS knows it"
+                ) from None
             if invalidated or "connection" in detail.lower():
                 raise StoreError(
                     f"PostgreSQL at {self._masked} failed while {doing}: {detail}; "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import socket
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -13,7 +14,7 @@ from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import ApiException, UnexpectedResponse
 
 from reconcile.errors import ConfigError, StoreError
-from reconcile.settings import Settings
+from reconcile.settings import Settings, mask_url
 from reconcile.stores.base import (
     KeyRange,
     PayloadOp,
@@ -36,6 +37,18 @@ def _transient(exc: Exception) -> bool:
     return True
 
 
+def _unresolved(exc: BaseException) -> bool:
+    """Whether a host name lookup failed somewhere in the chain of `exc` (httpx wraps it)."""
+    seen: BaseException | None = exc
+    for _ in range(10):  # a chain is short; the bound guards against a cycle
+        if seen is None:
+            return False
+        if isinstance(seen, socket.gaierror):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 class Qdrant:
     """A collection, scrolled in ascending id order with only the configured keys."""
 
@@ -49,7 +62,8 @@ class Qdrant:
         self._sleep = sleep
         self.collection = settings.collection
         self.keys = settings.keys
-        self._where = settings.qdrant_url or f"local path {settings.qdrant_path}"
+        # A server URL may carry user:password; every message shows it masked.
+        self._where = mask_url(settings.qdrant_url or "") or f"local path {settings.qdrant_path}"
         self.client = client or self._connect()
 
     def _connect(self) -> QdrantClient:
@@ -81,6 +95,13 @@ class Qdrant:
         self.client.close()
 
     def _error(self, doing: str, exc: Exception) -> StoreError:
+        if _unresolved(exc):
+            # "[Errno -2] Name or service not known" alone does not say which name.
+            return StoreError(
+                f"Qdrant at {self._where} is unreachable: its host name does not resolve "
+                f"({first_line(exc)}); check the host in --qdrant-url (QDRANT_URL) and that "
+                "this machine's DNS knows it"
+            )
         return StoreError(
             f"Qdrant at {self._where} failed while {doing}: {first_line(exc)}; "
             "check --qdrant-url (QDRANT_URL), --qdrant-api-key and that the server is running"

@@ -7,6 +7,7 @@ use it; `stop_embedded_postgres` stops it.
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import subprocess
 import warnings
@@ -14,6 +15,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 from urllib.parse import quote
+
+from reconcile.errors import StoreError
 
 # The package runs the server as this user when we are root (PostgreSQL refuses
 # to run as root), so pg_ctl must run as it too.
@@ -86,6 +89,9 @@ def stop_embedded_postgres(pgdata: Path) -> bool:
     read = package.utils.PostmasterInfo.read_from_pgdata
     if not _running(read(pgdata)):
         return False
+    # The package logs a failed pg_ctl over a dozen lines; the error below says it in one.
+    quiet = logging.getLogger("embedded_postgres")
+    was, quiet.disabled = quiet.disabled, True
     try:
         package.pg_ctl(
             ["-w", "-m", "fast", "stop"], pgdata=pgdata, user=_system_user(), timeout=120
@@ -93,7 +99,13 @@ def stop_embedded_postgres(pgdata: Path) -> bool:
     except subprocess.CalledProcessError:
         if not _running(read(pgdata)):
             return False  # it stopped on its own between our look and pg_ctl
-        raise
+        raise StoreError(
+            f"pg_ctl could not stop the demo server in {pgdata} (as user "
+            f"{_system_user() or 'current'}: can it reach that directory?); stop it with "
+            f"pg_ctl -D {pgdata} stop"
+        ) from None
+    finally:
+        quiet.disabled = was
     return True
 
 

@@ -152,6 +152,25 @@ def test_wrong_password_is_exit_3_and_masked(world: World, password_server: str)
     assert "wrong" not in line.replace("password authentication", "")
 
 
+def test_a_key_value_dsn_carries_its_password_and_never_shows_it(
+    world: World, password_server: str
+) -> None:
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    params = conninfo_to_dict(password_server)
+    right = make_conninfo("", **{**params, "password": "right"})
+    result = run_cli("check", env={**world.env(), "DATABASE_URL": right})
+    # That server has no faces table: being told so proves the password logged in.
+    assert result.returncode == 2, result.stderr
+    assert "table 'face_instances' not found" in result.stdout + result.stderr
+    wrong = make_conninfo("", **{**params, "password": "wr0ng pass"})
+    result = run_cli("check", env={**world.env(), "DATABASE_URL": wrong})
+    assert result.returncode == 3
+    line = one_line_error(result.stderr)
+    assert "password authentication failed" in line and "password=***" in line
+    assert "wr0ng" not in line and "pass'" not in line
+
+
 def test_unknown_format_is_usage_error(world: World) -> None:
     result = run_cli("audit", "--format", "xml", env=world.env())
     assert result.returncode == 2
