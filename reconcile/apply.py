@@ -68,6 +68,9 @@ class Stop(threading.Event):
 
     signal: str = "SIGTERM"
     applying: bool = False  # before the apply phase nothing is written: stop at once
+    # While applying: what has been written so far and where the journal is, for
+    # the message of a second signal, which stops at once.
+    written: Callable[[], str] | None = None
 
     def request(self, signum: int) -> None:
         self.signal = signal.Signals(signum).name

@@ -62,7 +62,8 @@ class LockHeld(ReconcileError):
 class Interrupted(ReconcileError):
     """A signal stopped the run where nothing was half-done; exit 128 + the signal."""
 
-    def __init__(self, signum: int) -> None:
+    def __init__(self, signum: int, detail: str | None = None) -> None:
         name = signal.Signals(signum).name
-        super().__init__(f"interrupted by {name}: nothing was half-written")
+        done = f" after {detail}" if detail else ""
+        super().__init__(f"interrupted by {name}{done}: nothing was half-written")
         self.exit_code = ExitCode.for_signal(signum)

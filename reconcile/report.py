@@ -225,6 +225,25 @@ class Tally:
         return {p: self.persons.error(p) for p, _ in self.top(n)}
 
 
+def unwritable(path: Path) -> str | None:
+    """Why a file could not be written at `path`, or None when it could.
+
+    Outputs written at the end of a run (metrics, incremental state) are probed
+    before anything is read, so that a typo costs a second, not a whole scan. The
+    probe does what the real write does: a temporary file in the directory (made if
+    missing, as the writers make it), removed at once. Permission bits alone would
+    not do: root may write where the bits say no, and not on a read-only mount.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=path.parent)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    os.close(fd)
+    os.unlink(tmp)
+    return None
+
+
 class PrivateFile:
     """A file created with mode 0600, written to a temporary name and renamed on success.
 

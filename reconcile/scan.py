@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar, cast
+from typing import Any, Protocol, TypeVar, cast
 
 from reconcile.diff import Drift, Keys, ScanStats, diff
 from reconcile.report import PrivateFile, Tally
@@ -22,7 +22,14 @@ from reconcile.stores.base import KeyRange, Point, PointStore, Row
 from reconcile.stores.postgres import Postgres
 from reconcile.targets import Chunk
 
-Progress = Callable[[int], None]
+
+class Progress(Protocol):
+    """Told how far a run has got: `phase` says what it does now and how much there is
+    to do (None: not known), then each call how much of that is done."""
+
+    def phase(self, name: str, unit: str, total: int | None) -> None: ...
+
+    def __call__(self, done: int) -> None: ...
 
 
 class Scan:

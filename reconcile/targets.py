@@ -24,11 +24,17 @@ _DURATION = re.compile(r"(\d+)\s*([smhdw])")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
+def parse_duration(text: str) -> timedelta | None:
+    """`15m`, `2h`, `7d`, `1w` as a timedelta; None when `text` is not a duration."""
+    match = _DURATION.fullmatch(text.strip())
+    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))}) if match else None
+
+
 def parse_since(text: str) -> datetime | timedelta:
     """`15m`, `2h`, `7d` (before the database's now) or an ISO timestamp (UTC if no zone)."""
-    match = _DURATION.fullmatch(text.strip())
-    if match:
-        return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    duration = parse_duration(text)
+    if duration is not None:
+        return duration
     try:
         moment = datetime.fromisoformat(text.strip())
     except ValueError:
@@ -37,6 +43,20 @@ def parse_since(text: str) -> datetime | timedelta:
             "use e.g. 15m, 2h, 7d or 2026-11-20T00:00Z"
         ) from None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _check_ids_file(path: Path) -> None:
+    """A readable file of ids, or one line saying what `path` is instead."""
+    fix = "name a file of face ids, one per line, or - for stdin"
+    if path.is_dir():
+        raise ConfigError(f"--ids-from {path} is a directory: {fix}")
+    try:
+        with path.open("rb"):
+            pass
+    except FileNotFoundError:
+        raise ConfigError(f"--ids-from {path}: no such file: {fix}") from None
+    except OSError as exc:
+        raise ConfigError(f"--ids-from {path} cannot be read ({exc.strerror}): {fix}") from None
 
 
 @dataclass(frozen=True)
@@ -54,8 +74,8 @@ class Targets:
             raise ConfigError("choose ids (--face-id, --point-id, --ids-from) or --since, not both")
         if not by_id and self.since is None:
             raise ConfigError("a targeted run needs --face-id, --point-id, --ids-from or --since")
-        if self.ids_from not in (None, "-") and not Path(str(self.ids_from)).is_file():
-            raise ConfigError(f"--ids-from {self.ids_from}: no such file (use - for stdin)")
+        if self.ids_from not in (None, "-"):
+            _check_ids_file(Path(str(self.ids_from)))
 
     @property
     def by_id(self) -> bool:

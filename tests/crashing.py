@@ -2,7 +2,8 @@
 
 RECONCILE_TEST_KILL_AT="N:before-write[=SIGNAL]" (journaled, not written) or
 "N:after-write[=SIGNAL]" (written, not committed) signals this process at that
-point of batch N; SIGKILL unless a signal is named. A kill at an exact point of
+point of batch N; SIGKILL unless a signal is named; "=SIGINT+SIGINT" sends two,
+one right after the other (a person pressing Ctrl-C twice). A kill at an exact point of
 the apply loop cannot be produced from outside without timing luck, so this is
 fault injection: it replaces `Hooks.checkpoint`, which the product leaves empty,
 in this process only. The product never reads the variable.
@@ -24,7 +25,8 @@ def install(spec: str) -> None:
 
     def checkpoint(self: Hooks, batch: int, phase: str) -> None:
         if where == f"{batch}:{phase}":
-            os.kill(os.getpid(), signal.Signals[name or "SIGKILL"])
+            for one in (name or "SIGKILL").split("+"):
+                os.kill(os.getpid(), signal.Signals[one])
 
     Hooks.checkpoint = checkpoint  # type: ignore[method-assign]
 

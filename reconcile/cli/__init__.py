@@ -6,19 +6,49 @@ import). Each command module parses, calls one library operation, renders its
 report and exits with the report's code.
 """
 
+from importlib.metadata import version
+from typing import Annotated
+
 import typer
 
-from reconcile.cli import audit, check, config, demo, repair, undo
+from reconcile.cli import audit, check, config, demo, journals, repair, undo
 from reconcile.cli import options as o
 
 app = typer.Typer(
     name="reconcile",
     help="Find and repair drift between PostgreSQL and a Qdrant collection.",
     no_args_is_help=True,
-    add_completion=False,
+    # --install-completion / --show-completion for bash, zsh, fish and PowerShell.
+    add_completion=True,
+    # Every command's context inherits these from the app's.
+    context_settings={"help_option_names": ["-h", "--help"]},
     # Rich tracebacks print local variables, and those hold the database URL.
     pretty_exceptions_enable=False,
 )
+
+
+def _version(shown: bool) -> None:
+    if shown:
+        print(f"reconcile {version('reconcile')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_version,
+            is_eager=True,
+            metavar="",
+            help="Print the version and exit.",
+        ),
+    ] = False,
+) -> None:
+    """Find and repair drift between PostgreSQL and a Qdrant collection."""
+
+
 # The option groups each command takes besides its own (declared in cli/options.py).
 _STORES = o.command_class(o.run_options, o.settings_options)
 _SCANS = o.command_class(o.scope_options, o.run_options, o.settings_options)
@@ -27,6 +57,7 @@ app.command("check", cls=_STORES)(check.check_command)
 app.command("audit", cls=_SCANS)(audit.audit_command)
 app.command("repair", cls=_SCANS)(repair.repair_command)
 app.command("undo", cls=_STORES)(undo.undo_command)
+app.command("journals")(journals.journals_command)
 
 config_app = typer.Typer(help="Show the effective settings.", no_args_is_help=True)
 config_app.command("show", cls=o.command_class(o.settings_options))(config.config_show_command)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import sys
 import time
 import traceback
@@ -23,22 +22,41 @@ import typer
 
 from reconcile import config as config_file
 from reconcile import log
-from reconcile.cli.options import Scope, fail_on_kinds, setting_flags
-from reconcile.errors import ExitCode, ReconcileError
-from reconcile.metrics import write_metrics
+from reconcile.cli.options import setting_flags
+from reconcile.cli.scope import Scope, fail_on_kinds
+from reconcile.errors import ConfigError, ExitCode, ReconcileError
+from reconcile.metrics import (
+    ALL_SHARDS,
+    Outcome,
+    RunLabels,
+    check_push_url,
+    push_metrics,
+    push_started,
+    write_metrics,
+    write_started,
+)
 from reconcile.report import AuditReport
-from reconcile.settings import Settings
+from reconcile.settings import Settings, mask_secrets, mask_url
 from reconcile.stores import Stores
 from reconcile.stores.postgres import Postgres, advisory_lock
 
-_SECRET_IN_URL = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")
 
+def layers(
+    params: Mapping[str, Any], problems: list[ReconcileError] | None = None
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """Every setting's value and source: flag > environment > env file > config > default.
 
-def layers(params: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
-    """Every setting's value and source: flag > environment > env file > config > default."""
+    A file's first problem is raised; with `problems`, each is appended there instead
+    and the rest of the files still counts (`config show` prints what it could read).
+    """
     config, env_file = params.get("config"), params.get("env_file")
-    loaded = config_file.load_config(config) if config is not None else {}
-    dotenv = config_file.load_env_file(env_file) if env_file is not None else {}
+    found: list[ConfigError] = []
+    loaded = config_file.read_config(config, found) if config is not None else {}
+    dotenv = config_file.read_env_file(env_file, found) if env_file is not None else {}
+    if found and problems is None:
+        raise found[0]
+    if problems is not None:
+        problems.extend(found)
     return config_file.merge(
         setting_flags(params),
         os.environ,
@@ -49,63 +67,129 @@ def layers(params: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
     )
 
 
+def setting_sources(params: Mapping[str, Any]) -> dict[str, str]:
+    """Where each setting came from ("flag", "environment (VAR)", …, "default"): undo
+    takes the mapping from its journal and refuses only what someone chose."""
+    return layers(params)[1]
+
+
 @dataclass
 class Run:
-    """What the metrics file needs to know of this run, gathered as it goes."""
+    """What the metrics need to know of this run, gathered as it goes."""
 
     command: str
     metrics_file: Path | None = None
+    metrics_push: str | None = None
     table: str = "?"
     collection: str = "?"
+    shard: str = ALL_SHARDS
+    scope: str = "full"
     audit: AuditReport | None = None
     repaired: int | None = None
     failed: int | None = None
     started: float = field(default_factory=time.monotonic)
+    started_at: float = field(default_factory=time.time)
+    push_failed: bool = False
 
     def settings(self, params: Mapping[str, Any]) -> Settings:
-        """Configure logging, then resolve and validate the settings of a command's params.
+        """Configure logging, then resolve and validate the settings of a command's params;
+        then say the run started (metrics), before it reads anything."""
+        settings = self._resolve(params)
+        self.begin()
+        return settings
 
-        The table and collection are noted first, so that the metrics of a run whose
-        settings are invalid still carry the names it was given.
-        """
+    def _resolve(self, params: Mapping[str, Any]) -> Settings:
+        """The settings; the table, collection and scope labels are noted first, so that the
+        metrics of a run whose settings are invalid still carry the names it was given."""
         log.configure(params.get("log_format") or "text")
+        if self.metrics_push is not None:
+            url, self.metrics_push = self.metrics_push, None  # a bad URL is not pushed to
+            self.metrics_push = check_push_url(url)
         self.table = params.get("table") or "?"
         self.collection = params.get("collection") or "?"
+        self.label_scope(params)
         values, _sources = layers(params)
         self.table, self.collection = values.get("table", "?"), values.get("collection", "?")
         return config_file.build(values)
+
+    def label_scope(self, params: Mapping[str, Any], scope: Scope | None = None) -> None:
+        """The `shard` and `scope` labels, from the scope options as given: a first
+        `--incremental` run (a full scan) keeps its cron line's labels. The shard is
+        canonical once `scope` is parsed (`1/1` is `all`)."""
+        raw = str(params.get("shard") or "").strip()
+        self.shard = scope.shard_label if scope is not None else raw or ALL_SHARDS
+        if self.shard != ALL_SHARDS:
+            self.scope = "shard"
+        elif params.get("incremental"):
+            self.scope = "incremental"
+        elif params.get("face_id") or params.get("point_id") or params.get("ids_from"):
+            self.scope = "ids"
+        else:
+            self.scope = "since" if params.get("since") else "full"
 
     def scanning(
         self, params: Mapping[str, Any], *, quiet: bool, fail_on: str | None
     ) -> tuple[Settings, Scope, frozenset[str]]:
         """What a command that reads the stores' faces needs first: the settings, the
         scope of faces, and the drift kinds that fail the run; quiet logs if asked."""
-        settings = self.settings(params)
+        settings = self._resolve(params)
         scope = Scope.from_params(params)
+        self.label_scope(params, scope)
         log.set_quiet(quiet)
+        self.begin()
         return settings, scope, fail_on_kinds(fail_on)
 
+    @property
+    def labels(self) -> RunLabels:
+        return RunLabels(self.command, self.table, self.collection, self.shard, self.scope)
+
+    def begin(self) -> None:
+        """Say the run started, so that one still going shows (the run lock held too long).
+
+        An unwritable metrics file ends the run here, before anything is read; an
+        unreachable gateway costs one warning, never the run.
+        """
+        if self.metrics_file is not None:
+            path, self.metrics_file = self.metrics_file, None  # not written again at the end
+            write_started(path, self.labels, self.started_at)
+            self.metrics_file = path
+        if self.metrics_push is not None:
+            self._warn(push_started(self.metrics_push, self.labels, self.started_at))
+
     def record(self, code: int) -> None:
-        """Write the metrics file, on failure too, so cron's alerting sees every run."""
-        if self.metrics_file is None:
-            return
-        write_metrics(
-            self.metrics_file,
-            command=self.command,
-            table=self.table,
-            collection=self.collection,
+        """Write and push the metrics, on failure too, so alerting sees every run."""
+        outcome = Outcome(
             exit_code=code,
             duration_seconds=time.monotonic() - self.started,
             audit=self.audit,
             repaired=self.repaired,
             failed=self.failed,
+            started=self.started_at,
         )
+        now = time.time()  # one end time: the file and the gateway say the same
+        if self.metrics_push is not None:
+            self._warn(push_metrics(self.metrics_push, self.labels, outcome, now=now))
+        if self.metrics_file is not None:
+            write_metrics(self.metrics_file, self.labels, outcome, now=now)
+
+    def _warn(self, reason: str | None) -> None:
+        """One warning line per run: a gateway that is down at the start still gets the
+        end's push, but says so only once."""
+        if reason is not None and self.metrics_push is not None and not self.push_failed:
+            self.push_failed = True
+            log.event(
+                "metrics.push_failed",
+                logging.WARNING,
+                url=mask_url(self.metrics_push),
+                reason=reason,
+            )
 
 
 def fail(message: str, code: int) -> NoReturn:
     """One line on stderr (or a JSON log event), then exit with `code`."""
-    # Whatever a driver put in its message, a password inside a URL never reaches the terminal.
-    safe = _SECRET_IN_URL.sub(r"\g<1>***@", message)
+    # Whatever a driver put in its message, a password (in a URL, or a key=value pair)
+    # never reaches the terminal.
+    safe = mask_secrets(message)
     if log.json_mode():
         log.event("error", logging.ERROR, message=safe, exit_code=code)
     else:
@@ -117,10 +201,11 @@ def fail(message: str, code: int) -> NoReturn:
 def boundary(command: str, params: Mapping[str, Any]) -> Iterator[Run]:
     """Run a command: its errors become exit codes, and its metrics are written at the end.
 
-    `params` are the command's options: `--debug` and `--metrics-file` are read here.
+    `params` are the command's options: `--debug`, `--metrics-file` and `--metrics-push`
+    are read here.
     """
     debug = bool(params.get("debug"))
-    run = Run(command, params.get("metrics_file"))
+    run = Run(command, params.get("metrics_file"), params.get("metrics_push"))
     code = int(ExitCode.STORE)
     try:
         yield run
@@ -151,22 +236,29 @@ def boundary(command: str, params: Mapping[str, Any]) -> Iterator[Run]:
 
 
 @contextmanager
-def run_lock(settings: Settings, shard: str | None) -> Iterator[Stores | None]:
-    """Take the run lock before Qdrant is opened, and give the command stores to use.
+def held(settings: Settings, shard: str) -> Iterator[Postgres]:
+    """Hold the run lock (exit 5 at once if another run holds it), on a connection of its own.
 
     The lock's name holds the table, the collection and the shard, so the shards of
     one job run side by side but no slice runs twice.
     """
-    if shard is None:
-        yield None
-        return
     postgres = Postgres(settings)
     name = f"reconcile:{settings.table}:{settings.collection}:{shard}"
     try:
-        with advisory_lock(postgres, name), Stores(settings, postgres=postgres) as stores:
-            yield stores
+        with advisory_lock(postgres, name):
+            yield postgres
     finally:
         postgres.close()
+
+
+@contextmanager
+def run_lock(settings: Settings, shard: str | None) -> Iterator[Stores | None]:
+    """Take the run lock before Qdrant is opened, and give the command stores to use."""
+    if shard is None:
+        yield None
+        return
+    with held(settings, shard) as postgres, Stores(settings, postgres=postgres) as stores:
+        yield stores
 
 
 def finish(code: int) -> NoReturn:

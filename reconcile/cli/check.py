@@ -2,6 +2,7 @@
 
 import typer
 
+from reconcile import log
 from reconcile.cli import options as o
 from reconcile.cli import render
 from reconcile.cli.boundary import boundary, finish
@@ -17,4 +18,7 @@ def check_command(
     with boundary("check", params) as run:
         report = check(run.settings(params))
         render.show(report, render.render_check, format, None)
+        log.event(
+            "check.finished", problems=len(report.problems), rows=report.rows, points=report.points
+        )
         finish(report.exit_code)

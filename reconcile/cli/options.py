@@ -12,8 +12,6 @@ Typer's documented `cls=` hook, and their values reach the command as
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -23,12 +21,6 @@ import typer.main
 from typer.core import TyperCommand
 
 from reconcile.config import SETTING_NAMES
-from reconcile.diff import DRIFT_KINDS
-from reconcile.errors import ConfigError
-from reconcile.incremental import load_since, save
-from reconcile.settings import Settings
-from reconcile.shards import parse_shard
-from reconcile.targets import Targets, parse_since
 
 
 class Format(StrEnum):
@@ -43,35 +35,77 @@ class LogFormat(StrEnum):
 
 # --- options several commands take ------------------------------------------------
 
-Debug = Annotated[bool, typer.Option(help="Show tracebacks on errors.")]
+Debug = Annotated[
+    bool,
+    typer.Option(
+        "--debug", help="Show tracebacks on errors.", rich_help_panel="Output", metavar=""
+    ),
+]
 FormatOption = Annotated[
-    Format, typer.Option("--format", help="table for people, json for machines.")
+    Format,
+    typer.Option("--format", help="table for people, json for machines.", rich_help_panel="Output"),
 ]
 OutputOption = Annotated[
-    Path | None, typer.Option("--output", help="Write the report to this file instead of stdout.")
+    Path | None,
+    typer.Option(
+        "--output",
+        help="Write the report to this file instead of stdout.",
+        rich_help_panel="Output",
+    ),
 ]
-QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress, only errors.")]
+QuietOption = Annotated[
+    bool,
+    typer.Option(
+        "--quiet", "-q", help="No progress, only errors.", rich_help_panel="Output", metavar=""
+    ),
+]
 MaxDurationOption = Annotated[
     float | None,
-    typer.Option(help="Stop cleanly after this many seconds, reporting complete: false."),
+    typer.Option(
+        help="Stop cleanly after this many seconds, reporting complete: false.",
+        rich_help_panel="Cron",
+    ),
 ]
 FailOnOption = Annotated[
     str | None,
-    typer.Option(help="Drift kinds that make the exit code 1 (comma list; default: all)."),
+    typer.Option(
+        help="Drift kinds that make the exit code 1 (comma list; default: all).",
+        rich_help_panel="Cron",
+    ),
 ]
-TopOption = Annotated[int, typer.Option(help="How many persons to list with the most drift.")]
+TopOption = Annotated[
+    int,
+    typer.Option(help="How many persons to list with the most drift.", rich_help_panel="Output"),
+]
 
 # --- writing (repair, undo) ------------------------------------------------------
 
-YesOption = Annotated[bool, typer.Option("--yes", "-y", help="Apply without asking.")]
-DryRunOption = Annotated[bool, typer.Option("--dry-run", help="Show the plan; write nothing.")]
-BatchOption = Annotated[int, typer.Option(help="Points per batch: one lock, one write request.")]
+YesOption = Annotated[
+    bool,
+    typer.Option("--yes", "-y", help="Apply without asking.", rich_help_panel="Safety", metavar=""),
+]
+DryRunOption = Annotated[
+    bool,
+    typer.Option(
+        "--dry-run", help="Show the plan; write nothing.", rich_help_panel="Safety", metavar=""
+    ),
+]
+BatchOption = Annotated[
+    int,
+    typer.Option(help="Points per batch: one lock, one write request.", rich_help_panel="Safety"),
+]
 LockTimeoutOption = Annotated[
-    float, typer.Option(help="Seconds a batch may wait for a lock in PostgreSQL.")
+    float,
+    typer.Option(
+        help="Seconds a batch may wait for a lock in PostgreSQL.", rich_help_panel="Safety"
+    ),
 ]
 DeadlineOption = Annotated[
     float,
-    typer.Option(help="Seconds a batch may hold its row locks before the server ends it."),
+    typer.Option(
+        help="Seconds a batch may hold its row locks before the server ends it.",
+        rich_help_panel="Safety",
+    ),
 ]
 
 # --- the groups commands share --------------------------------------------------
@@ -80,69 +114,131 @@ DeadlineOption = Annotated[
 def settings_options(
     database_url: Annotated[
         str | None,
-        typer.Option(help="PostgreSQL URL, any postgresql:// spelling (env DATABASE_URL)."),
+        typer.Option(
+            help="PostgreSQL URL, any postgresql:// spelling (env DATABASE_URL).",
+            rich_help_panel="Connection",
+        ),
     ] = None,
     qdrant_url: Annotated[
-        str | None, typer.Option(help="Qdrant server URL (env QDRANT_URL).")
+        str | None,
+        typer.Option(help="Qdrant server URL (env QDRANT_URL).", rich_help_panel="Connection"),
     ] = None,
     qdrant_path: Annotated[
-        str | None, typer.Option(help="Qdrant local-mode directory (env QDRANT_PATH).")
+        str | None,
+        typer.Option(
+            help="Qdrant local-mode directory (env QDRANT_PATH).", rich_help_panel="Connection"
+        ),
     ] = None,
     qdrant_edge: Annotated[
-        str | None, typer.Option(help="A Qdrant Edge store directory (extra reconcile[edge]).")
+        str | None,
+        typer.Option(
+            help="A Qdrant Edge store directory (extra reconcile\\[edge]).",
+            rich_help_panel="Connection",
+        ),
     ] = None,
     qdrant_api_key: Annotated[
-        str | None, typer.Option(help="Qdrant API key (env QDRANT_API_KEY).")
+        str | None,
+        typer.Option(help="Qdrant API key (env QDRANT_API_KEY).", rich_help_panel="Connection"),
     ] = None,
     collection: Annotated[
         str | None,
-        typer.Option(help="Qdrant collection (env QDRANT_FACE_COLLECTION).", show_default="faces"),
+        typer.Option(
+            help="Qdrant collection (env QDRANT_FACE_COLLECTION).",
+            show_default="faces",
+            rich_help_panel="Connection",
+        ),
     ] = None,
     table: Annotated[
         str | None,
-        typer.Option(help="Faces table, may be schema.table.", show_default="face_instances"),
+        typer.Option(
+            help="Faces table, may be schema.table.",
+            show_default="face_instances",
+            rich_help_panel="Mapping",
+        ),
     ] = None,
     point_column: Annotated[
         str | None,
-        typer.Option(help="Column naming the Qdrant point.", show_default="qdrant_point_id"),
+        typer.Option(
+            help="Column naming the Qdrant point.",
+            show_default="qdrant_point_id",
+            rich_help_panel="Mapping",
+        ),
     ] = None,
     person_column: Annotated[
-        str | None, typer.Option(help="Column naming the person.", show_default="person_id")
+        str | None,
+        typer.Option(
+            help="Column naming the person.", show_default="person_id", rich_help_panel="Mapping"
+        ),
     ] = None,
     id_column: Annotated[
-        str | None, typer.Option(help="Column with the face id.", show_default="id")
+        str | None,
+        typer.Option(help="Column with the face id.", show_default="id", rich_help_panel="Mapping"),
     ] = None,
     updated_column: Annotated[
         str | None,
-        typer.Option(help="Timestamp column for --since, --min-age.", show_default="updated_at"),
+        typer.Option(
+            help="Timestamp column for --since, --min-age.",
+            show_default="updated_at",
+            rich_help_panel="Mapping",
+        ),
     ] = None,
     person_key: Annotated[
-        str | None, typer.Option(help="Payload key holding the person.", show_default="person_id")
+        str | None,
+        typer.Option(
+            help="Payload key holding the person.",
+            show_default="person_id",
+            rich_help_panel="Mapping",
+        ),
     ] = None,
     flag_key: Annotated[
         str | None,
-        typer.Option(help="Boolean payload key that must equal 'has a person', e.g. is_assigned."),
+        typer.Option(
+            help="Boolean payload key that must equal 'has a person', e.g. is_assigned.",
+            rich_help_panel="Mapping",
+        ),
     ] = None,
     retries: Annotated[
         int | None,
-        typer.Option(help="Retries of a failed Qdrant read (with backoff).", show_default="3"),
+        typer.Option(
+            help="Retries of a failed Qdrant read (with backoff).",
+            show_default="3",
+            rich_help_panel="Connection",
+        ),
     ] = None,
     timeout: Annotated[
-        float | None, typer.Option(help="Seconds one Qdrant request may take.", show_default="30")
+        float | None,
+        typer.Option(
+            help="Seconds one Qdrant request may take.",
+            show_default="30",
+            rich_help_panel="Connection",
+        ),
     ] = None,
     page_size: Annotated[
         int | None,
-        typer.Option(help="Rows per fetch and points per scroll page.", show_default="1000"),
+        typer.Option(
+            help="Rows per fetch and points per scroll page.",
+            show_default="1000",
+            rich_help_panel="Connection",
+        ),
     ] = None,
     min_age: Annotated[
         float | None,
-        typer.Option(help="Grace window: skip rows updated this many seconds ago or less."),
+        typer.Option(
+            help="Grace window: skip rows updated this many seconds ago or less.",
+            rich_help_panel="Scope",
+        ),
     ] = None,
     config: Annotated[
-        Path | None, typer.Option(help="A TOML file holding any of these settings.")
+        Path | None,
+        typer.Option(
+            help="A TOML file holding any of these settings.", rich_help_panel="Connection"
+        ),
     ] = None,
     env_file: Annotated[
-        Path | None, typer.Option(help="A dotenv file (DATABASE_URL, QDRANT_URL, ...).")
+        Path | None,
+        typer.Option(
+            help="A dotenv file (DATABASE_URL, QDRANT_URL, ...).", rich_help_panel="Connection"
+        ),
     ] = None,
 ) -> None:
     """The connection settings and the mapping (one option per field of Settings), and
@@ -160,11 +256,22 @@ def setting_flags(params: Mapping[str, Any]) -> dict[str, Any]:
 
 def run_options(
     log_format: Annotated[
-        LogFormat, typer.Option(help="Logs on stderr: text lines or JSON lines.")
+        LogFormat,
+        typer.Option(help="Logs on stderr: text lines or JSON lines.", rich_help_panel="Output"),
     ] = LogFormat.text,
     metrics_file: Annotated[
         Path | None,
-        typer.Option(help="Write a Prometheus textfile here (node_exporter), on failure too."),
+        typer.Option(
+            help="Write a Prometheus textfile here (node_exporter), on failure too.",
+            rich_help_panel="Cron",
+        ),
+    ] = None,
+    metrics_push: Annotated[
+        str | None,
+        typer.Option(
+            help="Push the metrics to this Pushgateway too, e.g. http://HOST:9091.",
+            rich_help_panel="Cron",
+        ),
     ] = None,
     debug: Debug = False,
 ) -> None:
@@ -173,24 +280,41 @@ def run_options(
 
 def scope_options(
     face_id: Annotated[
-        list[str] | None, typer.Option(help="Only this face (repeatable); no scan.")
+        list[str] | None,
+        typer.Option(help="Only this face (repeatable); no scan.", rich_help_panel="Scope"),
     ] = None,
     point_id: Annotated[
-        list[str] | None, typer.Option(help="Only this point (repeatable); no scan.")
+        list[str] | None,
+        typer.Option(help="Only this point (repeatable); no scan.", rich_help_panel="Scope"),
     ] = None,
     ids_from: Annotated[
-        str | None, typer.Option(help="Only the face ids in this file, one per line; - is stdin.")
+        str | None,
+        typer.Option(
+            help="Only the face ids in this file, one per line; - is stdin.",
+            rich_help_panel="Scope",
+        ),
     ] = None,
     since: Annotated[
         str | None,
-        typer.Option(help="Only rows updated since: a duration (15m, 2h, 7d) or a timestamp."),
+        typer.Option(
+            help="Only rows updated since: a duration (15m, 2h, 7d) or a timestamp.",
+            rich_help_panel="Scope",
+        ),
     ] = None,
     incremental: Annotated[
         Path | None,
-        typer.Option(help="State file: continue from where the last successful run started."),
+        typer.Option(
+            help="State file: continue from where the last successful run started.",
+            rich_help_panel="Scope",
+        ),
     ] = None,
     shard: Annotated[
-        str | None, typer.Option(help="Only the i-th of N equal slices of the point ids: i/N.")
+        str | None,
+        typer.Option(
+            help="Only the i-th of N equal slices of the point ids: i/N, or auto/N "
+            "(i from JOB_COMPLETION_INDEX + 1, in a Kubernetes Indexed Job).",
+            rich_help_panel="Scope",
+        ),
     ] = None,
 ) -> None:
     """Which faces a run looks at (`Scope`)."""
@@ -230,83 +354,3 @@ def shared(ctx: typer.Context) -> dict[str, Any]:
     """The values of the shared options a command was given (every one, defaults included)."""
     values: dict[str, Any] = ctx.meta[_SHARED]
     return values
-
-
-@dataclass(frozen=True)
-class Scope:
-    """Which faces a command looks at: everything, given ids, or what changed lately."""
-
-    face_ids: tuple[str, ...]
-    point_ids: tuple[str, ...]
-    ids_from: str | None
-    since: str | None
-    incremental: Path | None
-    shard: tuple[int, int] = (1, 1)
-
-    @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> Scope:
-        """The scope options of a command's parameters (the aliases above)."""
-        shard = params.get("shard")
-        return cls(
-            tuple(params.get("face_id") or ()),
-            tuple(params.get("point_id") or ()),
-            params.get("ids_from"),
-            params.get("since"),
-            params.get("incremental"),
-            parse_shard(shard) if shard else (1, 1),
-        )
-
-    @property
-    def everything(self) -> bool:
-        """No ids, no window, no shard: the whole of both stores."""
-        return self == Scope((), (), None, None, None)
-
-    @property
-    def shard_label(self) -> str:
-        return "all" if self.shard == (1, 1) else f"{self.shard[0]}/{self.shard[1]}"
-
-    def targets(self, settings: Settings) -> Targets | None:
-        """None for a full scan; an incremental run without state yet is one too."""
-        if self.shard != (1, 1) and (
-            self.incremental or self.since or self.face_ids or self.point_ids or self.ids_from
-        ):
-            raise ConfigError("--shard slices a full scan: drop the ids, --since, --incremental")
-        if self.incremental is not None:
-            if self.since or self.face_ids or self.point_ids or self.ids_from:
-                raise ConfigError("--incremental chooses its own window: drop --since and ids")
-            since = load_since(self.incremental, settings.table, settings.collection)
-            return None if since is None else Targets(since=since)
-        if not (self.face_ids or self.point_ids or self.ids_from or self.since):
-            return None
-        return Targets(
-            face_ids=self.face_ids,
-            point_ids=self.point_ids,
-            ids_from=self.ids_from,
-            since=parse_since(self.since) if self.since else None,
-        )
-
-    def succeeded(self, settings: Settings, started: datetime | None) -> None:
-        """Advance the incremental state; called only after a run that completed."""
-        if self.incremental is not None and started is not None:
-            save(self.incremental, started, settings.table, settings.collection)
-
-
-def fail_on_kinds(text: str | None) -> frozenset[str]:
-    """The kinds that make the exit code 1 (default: every drift kind)."""
-    if text is None or text.strip() == "all":
-        return frozenset(DRIFT_KINDS)
-    kinds = frozenset(k.strip() for k in text.split(",") if k.strip())
-    unknown = sorted(kinds - set(DRIFT_KINDS))
-    if unknown or not kinds:
-        raise ConfigError(
-            f"--fail-on {text!r} names no drift kind or unknown ones ({', '.join(unknown)}): "
-            f"use a comma list of {', '.join(DRIFT_KINDS)}, or all"
-        )
-    return kinds
-
-
-def positive(seconds: float) -> float:
-    """A --max-duration that makes sense: more than nothing, at most a week."""
-    if not 0 < seconds <= 7 * 86400:
-        raise ConfigError(f"--max-duration {seconds} is out of range: use (0, 604800] seconds")
-    return seconds

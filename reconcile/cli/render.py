@@ -7,6 +7,7 @@ machines; messages and progress go to stderr.
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -14,13 +15,24 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    Progress,
+    ProgressColumn,
+    SpinnerColumn,
+    TaskID,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from reconcile.cli.options import Format
-from reconcile.diff import REPAIRABLE, Kind
+from reconcile.diff import REPAIRABLE, Drift, Kind
 from reconcile.ops.check import CheckReport
 from reconcile.ops.counts import CAVEAT, CountsReport
+from reconcile.ops.journals import JournalsReport
 from reconcile.ops.repair import RepairReport
 from reconcile.ops.sample import SampleReport
 from reconcile.ops.undo import UndoReport
@@ -65,8 +77,14 @@ def tell(text: str) -> None:
     print(text, file=sys.stderr)
 
 
+def file_or_stdout(path: Path | None) -> Path | None:
+    """`-` means stdout, as `--ids-from -` means stdin: None then, never a file named `-`."""
+    return None if path is None or str(path) == "-" else path
+
+
 def emit(text: str, output: Path | None) -> None:
     """Text to stdout, or to `output` (mode 0600, renamed into place when complete)."""
+    output = file_or_stdout(output)
     if output is None:
         sys.stdout.write(text)
         return
@@ -74,9 +92,14 @@ def emit(text: str, output: Path | None) -> None:
         out.file.write(text)
 
 
+def details_line(drift: Drift) -> None:
+    """One `--details -` record on stdout, as the details file holds it."""
+    sys.stdout.write(json.dumps(drift.record(), separators=(",", ":")) + "\n")
+
+
 def _rendered(render: Callable[[Console], None], output: Path | None) -> None:
     """Render a Rich table to stdout, or as plain text to `output`."""
-    if output is None:
+    if file_or_stdout(output) is None:
         render(stdout())
         return
     console = stdout(width=120)
@@ -160,21 +183,59 @@ def render_check(report: CheckReport, console: Console) -> None:
         console.print("ok: the mapping is valid")
 
 
+class Display:
+    """Progress on stderr for a person at a terminal: one phase at a time, each with
+    its total, share and time left where the total is known; nothing once stopped.
+
+    The library announces each phase (`phase`) and reports how far it got (call);
+    `stop` takes the display off the screen, as before any question is asked.
+    """
+
+    def __init__(self, enabled: bool, console: Console | None = None) -> None:
+        self.console = console or stderr()
+        self.enabled = enabled and self.console.is_terminal
+        self._bar: Progress | None = None
+        self._task: TaskID | None = None
+        self._total: int | None = None
+
+    def phase(self, name: str, unit: str, total: int | None) -> None:
+        self.stop()
+        if not self.enabled:
+            return
+        counted = "{task.completed:,}" + ("" if total is None else " of {task.total:,}")
+        columns: list[ProgressColumn] = [SpinnerColumn(), TextColumn(f"{name} {counted} {unit}")]
+        if total is not None:
+            columns += [BarColumn(), TaskProgressColumn(), TextColumn("ETA"), TimeRemainingColumn()]
+        columns.append(TimeElapsedColumn())
+        self._bar = Progress(*columns, console=self.console, transient=True)
+        self._bar.start()
+        self._task = self._bar.add_task(name, total=total)
+        self._total = total
+
+    def __call__(self, done: int) -> None:
+        if self._bar is None or self._task is None:
+            return
+        if self._total is not None and done > self._total:
+            # The scan's total is an estimate: past it, say so by growing it.
+            self._total = done
+            self._bar.update(self._task, total=done)
+        self._bar.update(self._task, completed=done)
+
+    def stop(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = self._task = None
+
+
 @contextmanager
-def progress(label: str, enabled: bool) -> Iterator[Callable[[int], None] | None]:
-    """A transient spinner on stderr, only for a person watching a terminal."""
-    if not enabled or not sys.stderr.isatty():
-        yield None
-        return
-    with Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description} {task.completed:,} points"),
-        TimeElapsedColumn(),
-        console=stderr(),
-        transient=True,
-    ) as bar:
-        task = bar.add_task(label, total=None)
-        yield lambda n: bar.update(task, completed=n)
+def progress(label: str, enabled: bool) -> Iterator[Display]:
+    """A progress display for a command, starting in phase `label` (total unknown)."""
+    display = Display(enabled)
+    display.phase(label, "points", None)
+    try:
+        yield display
+    finally:
+        display.stop()
 
 
 def render_plan(plan: Plan, console: Console) -> None:
@@ -222,7 +283,17 @@ def render_repair(report: RepairReport, console: Console) -> None:
         "remaining: " + (", ".join(f"{k} {n:,}" for k, n in left.items()) if left else "none")
     )
     if report.journal:
-        console.print(f"journal: {report.journal} (reconcile undo {report.journal})")
+        # The hint is for copying: never wrapped, never read as markup, quoted for a shell.
+        console.print(
+            f"journal: {report.journal} (reconcile undo {shlex.quote(report.journal)})",
+            soft_wrap=True,
+            markup=False,
+            highlight=False,
+        )
+    if report.journals_deleted:
+        console.print(
+            f"old journals deleted (past --journal-retention): {report.journals_deleted:,}"
+        )
 
 
 def render_undo(report: UndoReport, console: Console) -> None:
@@ -239,6 +310,32 @@ def render_undo(report: UndoReport, console: Console) -> None:
         )
     if report.torn_last_line:
         console.print("the journal's last line was torn (the repair was killed): skipped")
+
+
+def render_journals(report: JournalsReport, console: Console) -> None:
+    if not report.journals:
+        console.print(f"no journals in {report.directory}", markup=False, highlight=False)
+        return
+    table = Table(title=f"Journals in {report.directory}", title_justify="left")
+    table.add_column("started", no_wrap=True)
+    table.add_column("table")
+    table.add_column("collection")
+    table.add_column("points", justify="right")
+    table.add_column("undone", overflow="fold")  # a damaged journal's reason is long
+    table.add_column("file", no_wrap=True)  # the name to pass to `reconcile undo`, whole
+    for e in report.journals:
+        undone = f"damaged: {e.error}" if e.status == "damaged" else e.undone
+        if e.status == "torn":
+            undone += " (torn last line)"
+        cells = (e.started, e.table, e.collection, f"{e.points:,}", undone, Path(e.path).name)
+        table.add_row(*(cell or "?" for cell in cells))
+    console.print(table)
+    console.print(
+        f"(undo times are in --format json; files in {report.directory})",
+        style="dim",
+        markup=False,
+        highlight=False,
+    )
 
 
 def render_counts(report: CountsReport, console: Console) -> None:

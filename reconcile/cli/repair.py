@@ -13,10 +13,11 @@ from reconcile import log
 from reconcile.apply import Stop
 from reconcile.cli import options as o
 from reconcile.cli import render
-from reconcile.cli.boundary import boundary, finish, run_lock
+from reconcile.cli.boundary import boundary, finish, held, run_lock
+from reconcile.cli.scope import positive
 from reconcile.errors import ConfigError, Interrupted
 from reconcile.ops.repair import repair
-from reconcile.plan import Plan, RepairOptions
+from reconcile.plan import Plan, RepairOptions, parse_retention
 
 
 def repair_command(
@@ -26,21 +27,39 @@ def repair_command(
     batch_size: o.BatchOption = 1000,
     max_changes: Annotated[
         str,
-        typer.Option(help="Refuse plans changing more points: a number, or a % of the points."),
+        typer.Option(
+            help="Refuse plans changing more points: a number, or a % of the points.",
+            rich_help_panel="Safety",
+        ),
     ] = "10%",
     journal: Annotated[
         Path | None,
-        typer.Option(help="Journal file (default: ~/.local/state/reconcile/repair-TIME.jsonl)."),
+        typer.Option(
+            help="Journal file (default: ~/.local/state/reconcile/repair-TIME.jsonl).",
+            rich_help_panel="Safety",
+        ),
     ] = None,
+    journal_retention: Annotated[
+        str,
+        typer.Option(
+            help="After a successful run, delete this table's and collection's journals "
+            "older than this (30d, 12h) in the journal's directory; off keeps them.",
+            rich_help_panel="Safety",
+            metavar="DURATION",
+        ),
+    ] = "90d",
     lock_timeout: o.LockTimeoutOption = 5.0,
     batch_deadline: o.DeadlineOption = 60.0,
     format: o.FormatOption = o.Format.table,
     output: o.OutputOption = None,
-    top: Annotated[int, typer.Option(help="How many persons to list in the plan.")] = 10,
+    top: Annotated[
+        int, typer.Option(help="How many persons to list in the plan.", rich_help_panel="Output")
+    ] = 10,
     quiet: o.QuietOption = False,
     max_duration: o.MaxDurationOption = None,
     rate: Annotated[
-        float | None, typer.Option(help="Write at most this many points per second.")
+        float | None,
+        typer.Option(help="Write at most this many points per second.", rich_help_panel="Safety"),
     ] = None,
     fail_on: o.FailOnOption = None,
 ) -> None:
@@ -57,32 +76,39 @@ def repair_command(
             batch_deadline=batch_deadline,
             top=top,
             rate=rate,
+            journal_retention=parse_retention(journal_retention),
         )
         ask = decide(dry_run, yes, "repair")
-
-        def confirm(plan: Plan) -> bool:
-            render.render_plan(plan, render.stderr())
-            return typer.confirm("Apply this plan?", err=True)
-
         targets = scope.targets(settings)
         stop = Stop()
         # Targeted repairs rely on row locks alone; a dry run writes nothing.
         lock = None if dry_run or targets is not None else scope.shard_label
+        # An open question holds no run lock, however long a person looks at the plan:
+        # the lock is taken after `y` (exit 5 at once if another run took it meanwhile).
+        # With --yes it is taken before the audit, so two cron runs never scan twice.
+        late = lock if ask else None
         with (
             graceful(stop),
-            run_lock(settings, lock) as stores,
-            render.progress("repairing", enabled=not quiet) as progress,
+            run_lock(settings, None if late else lock) as stores,
+            render.progress("repairing", enabled=not quiet) as display,
         ):
+
+            def confirm(plan: Plan) -> bool:
+                display.stop()  # no spinner may overwrite the question
+                render.render_plan(plan, render.stderr())
+                return typer.confirm("Apply this plan?", err=True)
+
             report = repair(
                 settings,
                 options,
                 stores=stores,
-                progress=progress,
+                progress=display,
                 confirm=confirm if ask else None,
                 targets=targets,
                 stop=stop,
-                max_duration=None if max_duration is None else o.positive(max_duration),
+                max_duration=None if max_duration is None else positive(max_duration),
                 shard=scope.shard,
+                lock=None if late is None else lambda: held(settings, late),
             )
         render.show(report, render.render_repair, format, output)
         t = report.tallies
@@ -119,7 +145,7 @@ def graceful(stop: Stop) -> Iterator[None]:
                 "(signal again to stop at once)"
             )
             return
-        raise Interrupted(signum)
+        raise Interrupted(signum, None if stop.written is None else stop.written())
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:

@@ -80,6 +80,10 @@ def audit(
             ranges = slices(*shard, workers, table.point_type, bounds)
             if shard != (1, 1):
                 scope = f"shard {shard[0]}/{shard[1]}"
+            if progress is not None:
+                # Points are what the scan counts; Qdrant's estimate costs no scan. A
+                # shard's slice of the id space holds about its share of them.
+                progress.phase("scanning", "points", s.qdrant.estimated_count() // shard[1])
             if workers == 1:
                 for key_range in ranges:
                     points = s.qdrant.points(key_range)

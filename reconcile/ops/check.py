@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from reconcile.errors import ConfigError, ExitCode
+from reconcile.report import SCHEMA_VERSION
 from reconcile.settings import Settings
 from reconcile.stores import Stores, using
 from reconcile.stores.postgres import TableInfo
@@ -28,6 +29,7 @@ class CheckReport:
     def to_json(self) -> dict[str, Any]:
         t = self.table
         return {
+            "schema_version": SCHEMA_VERSION,
             "table": None
             if t is None
             else {

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import tempfile
 import time
 from collections.abc import Callable, Collection
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from importlib.metadata import version
+from pathlib import Path
 from typing import Any
 
 from reconcile.apply import Hooks, Repairer, Stop, Tallies
@@ -15,6 +19,7 @@ from reconcile.diff import DRIFT_KINDS, REPAIRABLE, Keys, Kind
 from reconcile.errors import ConfigError, ExitCode, GuardError
 from reconcile.journal import JournalWriter, NullJournal, default_path
 from reconcile.ops.audit import audit
+from reconcile.ops.journals import prune_journals
 from reconcile.plan import Plan, Planner, RepairOptions
 from reconcile.report import SCHEMA_VERSION
 from reconcile.scan import Progress
@@ -32,6 +37,7 @@ class RepairReport:
     duration_seconds: float
     interrupted: str | None = None  # the signal that stopped the run between batches
     timed_out: bool = False  # --max-duration stopped the audit or the batches early
+    journals_deleted: int = 0  # older journals past --journal-retention, deleted after the run
 
     @property
     def complete(self) -> bool:
@@ -74,6 +80,7 @@ class RepairReport:
             "interrupted": self.interrupted,
             "remaining": self.remaining,
             "audit": self.plan.audit.to_json(),
+            "journals_deleted": self.journals_deleted,
             "duration_seconds": round(self.duration_seconds, 3),
         }
 
@@ -90,8 +97,14 @@ def repair(
     stop: Stop | None = None,
     max_duration: float | None = None,
     shard: tuple[int, int] = (1, 1),
+    lock: Callable[[], AbstractContextManager[object]] | None = None,
 ) -> RepairReport:
-    """Audit, plan, and (unless a dry run) apply the plan; see DESIGN.md for the protocol."""
+    """Audit, plan, and (unless a dry run) apply the plan; see DESIGN.md for the protocol.
+
+    `lock`, when given, is entered after the plan is confirmed and held while writing:
+    a run that asks a person first holds no run lock while the question is open.
+    Nothing is scanned again then: each batch rechecks its points under row locks.
+    """
     options = options or RepairOptions()
     started = time.monotonic()
     deadline = None if max_duration is None else started + max_duration
@@ -120,41 +133,73 @@ def repair(
         if options.dry_run or plan.changes == 0:
             for kind in REPAIRABLE:
                 tallies.remaining[kind] += report.counts[kind]
-            return RepairReport(plan, options.dry_run, tallies, None, time.monotonic() - started)
+            done = RepairReport(plan, options.dry_run, tallies, None, time.monotonic() - started)
+            return _retire_journals(done, settings, options)
         if confirm is not None and not confirm(plan):
             raise ConfigError("repair not confirmed: nothing was written")
-        path = (options.journal or default_path()) if options.write_journal else None
-        journal: JournalWriter | NullJournal = NullJournal()
-        if path is not None:
-            journal = JournalWriter(
-                path,
-                {
-                    "tool": "reconcile",
-                    "tool_version": version("reconcile"),
-                    "table": report.table,
-                    "collection": settings.collection,
-                    "keys": {"person": settings.person_key, "flag": settings.flag_key},
-                    "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                },
+        with lock() if lock is not None else nullcontext():
+            path = (options.journal or default_path()) if options.write_journal else None
+            journal: JournalWriter | NullJournal = NullJournal()
+            if path is not None:
+                journal = JournalWriter(
+                    path,
+                    {
+                        "tool": "reconcile",
+                        "tool_version": version("reconcile"),
+                        "table": report.table,
+                        "collection": settings.collection,
+                        "keys": {"person": settings.person_key, "flag": settings.flag_key},
+                        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    },
+                )
+            try:
+                repairer = Repairer(settings, s, options, journal, hooks or Hooks())
+                repairer.tallies.remaining.update(tallies.remaining)
+                if stop is not None:
+                    stop.applying = True
+                    stop.written = lambda: (
+                        f"{repairer.tallies.applied:,} points were written "
+                        f"(journal: {journal.path})"
+                    )
+                if progress is not None:
+                    progress.phase("writing", "points", plan.changes)
+                finished = repairer.run(spill, progress, stop, deadline)
+            finally:
+                journal.close()
+            journal_name = None if path is None else str(path)
+            done = RepairReport(
+                plan,
+                False,
+                repairer.tallies,
+                journal_name,
+                time.monotonic() - started,
+                interrupted=None if finished or stop is None or not stop.is_set() else stop.signal,
+                timed_out=not finished and (stop is None or not stop.is_set()),
             )
-        try:
-            repairer = Repairer(settings, s, options, journal, hooks or Hooks())
-            repairer.tallies.remaining.update(tallies.remaining)
-            if stop is not None:
-                stop.applying = True
-            finished = repairer.run(spill, progress, stop, deadline)
-        finally:
-            journal.close()
-        journal_name = None if path is None else str(path)
-        return RepairReport(
-            plan,
-            False,
-            repairer.tallies,
-            journal_name,
-            time.monotonic() - started,
-            interrupted=None if finished or stop is None or not stop.is_set() else stop.signal,
-            timed_out=not finished and (stop is None or not stop.is_set()),
-        )
+            return _retire_journals(done, settings, options)
+
+
+def _retire_journals(
+    report: RepairReport, settings: Settings, options: RepairOptions
+) -> RepairReport:
+    """After a run that succeeded (nothing failed, not stopped by a signal; drift may
+    remain), delete the journals of this table and collection past the retention.
+
+    A dry run writes nothing, so it deletes nothing either.
+    """
+    retention = options.journal_retention
+    if report.dry_run or retention is None or not options.write_journal:
+        return report
+    if report.interrupted is not None or report.tallies.failed:
+        return report
+    deleted = prune_journals(
+        (options.journal or default_path()).parent,
+        table=report.plan.audit.table,
+        collection=settings.collection,
+        older_than=datetime.now(UTC) - retention,
+        keep=None if report.journal is None else Path(report.journal),
+    )
+    return dataclasses.replace(report, journals_deleted=deleted)
 
 
 __all__ = ["RepairReport", "repair"]

@@ -62,6 +62,25 @@ def test_sigterm_finishes_the_batch_in_flight_then_stops(world: World, tmp_path:
     assert "applied 6" in rest.stdout
 
 
+def test_a_second_ctrl_c_stops_at_once_and_says_what_was_written_and_where(
+    world: World, tmp_path: Path
+) -> None:
+    drift(world)
+    journal = tmp_path / "twice.jsonl"
+    stopped = run_cli(
+        "repair",
+        *ARGS,
+        "--journal",
+        str(journal),
+        # Ctrl-C twice as batch 2 is journaled: batch 1 (3 points) was written.
+        env={**world.env(), "RECONCILE_TEST_KILL_AT": "2:before-write=SIGINT+SIGINT"},
+        module=CRASHING,
+    )
+    assert stopped.returncode == 130, stopped.stderr
+    assert f"3 points were written (journal: {journal})" in stopped.stderr
+    assert "nothing was half-written" in stopped.stderr
+
+
 def test_sigint_before_writing_stops_at_once(world: World, tmp_path: Path) -> None:
     import os
     import signal
