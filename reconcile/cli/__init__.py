@@ -6,13 +6,17 @@ import). Each command module parses, calls one library operation, renders its
 report and exits with the report's code.
 """
 
+import sys
 from importlib.metadata import version
 from typing import Annotated
 
 import typer
+from typer.exceptions import TyperException
 
 from reconcile.cli import audit, check, config, demo, journals, repair, undo
 from reconcile.cli import options as o
+from reconcile.cli.boundary import usage_error
+from reconcile.errors import ExitCode
 
 app = typer.Typer(
     name="reconcile",
@@ -67,7 +71,22 @@ app.command("demo")(demo.demo_command)
 
 
 def main() -> None:
-    app()
+    """Run the app; a usage error is one line, as every other error (boundary.usage_error).
+
+    Typer runs in non-standalone mode so that its usage errors reach us instead of
+    its box; a bare group (`reconcile`, `reconcile config`) asks for help, which
+    Typer has shown by the time it raises: that exits 2, as always.
+    """
+    try:
+        code = app(standalone_mode=False, prog_name="reconcile")
+    except TyperException as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            sys.exit(ExitCode.USAGE)
+        usage_error(exc, sys.argv[1:])
+    except typer.Abort:  # end of input at a question
+        print("Aborted!", file=sys.stderr)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 __all__ = ["app", "main"]

@@ -12,13 +12,14 @@ import os
 import sys
 import time
 import traceback
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
 import typer
+from typer.exceptions import TyperException
 
 from reconcile import config as config_file
 from reconcile import log
@@ -259,6 +260,24 @@ def run_lock(settings: Settings, shard: str | None) -> Iterator[Stores | None]:
         return
     with held(settings, shard) as postgres, Stores(settings, postgres=postgres) as stores:
         yield stores
+
+
+def usage_error(exc: TyperException, argv: Sequence[str]) -> NoReturn:
+    """A usage error (an unknown flag, a bad value) as one line, like every other error.
+
+    Typer shows these as a box of several lines, before any command has configured
+    the logs: so `--log-format json` is read from `argv` here, to log it as JSON too.
+    """
+    pairs = zip(argv, [*argv[1:], ""], strict=True)
+    if "--log-format=json" in argv or ("--log-format", "json") in pairs:
+        log.configure("json")
+    where = getattr(getattr(exc, "ctx", None), "command_path", None) or "reconcile"
+    message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+    message = message.rstrip(".")
+    try:
+        fail(f"{message}: see '{where} --help'", int(getattr(exc, "exit_code", ExitCode.USAGE)))
+    except typer.Exit as done:
+        sys.exit(done.exit_code)
 
 
 def finish(code: int) -> NoReturn:

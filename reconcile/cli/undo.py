@@ -5,6 +5,7 @@ from typing import Annotated
 
 import typer
 
+from reconcile import log
 from reconcile.cli import options as o
 from reconcile.cli import render
 from reconcile.cli.boundary import boundary, finish, setting_sources
@@ -54,4 +55,12 @@ def undo_command(
             )
         run.table, run.collection = report.table, report.collection
         render.show(report, render.render_undo, format, output)
+        log.event(
+            "undo.finished",
+            dry_run=report.dry_run,
+            restored=report.restored,
+            conflicts=report.conflicts,
+            failed=report.failed,
+            seconds=round(report.duration_seconds, 3),
+        )
         finish(report.exit_code)

@@ -13,7 +13,7 @@ from tests.world import World
 
 README = (ROOT / "README.md").read_text()
 # Maps whose keys are data, not names: drift kinds (documented as kinds) and payload keys.
-DATA_KEYED = {"counts", "remaining", "estimates", "keys_found"}
+DATA_KEYED = {"counts", "remaining", "estimates", "keys_found", "settings"}
 
 
 def keys(value: Any, found: set[str]) -> set[str]:
@@ -57,6 +57,8 @@ def test_every_json_key_of_every_command_is_in_the_readme(world: World, tmp_path
             "repair", "--yes", "--max-changes", "100%", "--journal", str(journal), *flag, env=env
         ),
         "undo": run_json("undo", str(journal), "--yes", *flag, env=env),
+        "journals": run_json("journals", "--dir", str(tmp_path), env=env),
+        "config show": run_json("config", "show", *flag, env=env),
     }
     missing = {
         command: sorted(k for k in keys(data, set()) if f"`{k}`" not in README)

@@ -13,8 +13,7 @@ from typing import Any
 
 import pytest
 
-from reconcile.settings import Settings
-from reconcile.stores.postgres import Postgres, advisory_lock
+from reconcile.cli.boundary import held
 from tests.helpers import run_cli, snapshot
 from tests.world import World
 
@@ -82,10 +81,6 @@ def terminal(tmp_path: Path) -> Any:
         term.close()
 
 
-def lock_name(settings: Settings) -> str:
-    return f"reconcile:{settings.table}:{settings.collection}:all"
-
-
 ARGS = ["repair", "--flag-key", "is_assigned", "--max-changes", "100%"]
 
 
@@ -119,12 +114,8 @@ def test_y_applies_and_no_run_lock_is_held_while_the_question_is_open(
     term = terminal([*ARGS, "--journal", str(tmp_path / "y.jsonl")], env)
     term.wait_for(QUESTION)
     # Another run could take the same run lock while the question is open: it is free.
-    postgres = Postgres(settings)
-    try:
-        with advisory_lock(postgres, lock_name(settings)):
-            pass
-    finally:
-        postgres.close()
+    with held(settings, "all"):
+        pass
     term.type("y")
     assert term.exit_code() == 0
     assert json.loads((tmp_path / "y.jsonl").read_text().splitlines()[0])["type"] == "header"
@@ -141,13 +132,9 @@ def test_y_exits_5_at_once_when_another_run_took_the_lock_meanwhile(
     settings = world.settings(flag_key="is_assigned")
     term = terminal([*ARGS, "--journal", str(tmp_path / "late.jsonl")], env)
     term.wait_for(QUESTION)
-    postgres = Postgres(settings)
-    try:
-        with advisory_lock(postgres, lock_name(settings)):
-            term.type("y")
-            assert term.exit_code() == 5
-            assert "another run holds the lock" in term.screen()
-    finally:
-        postgres.close()
+    with held(settings, "all"):  # another run took the lock meanwhile
+        term.type("y")
+        assert term.exit_code() == 5
+        assert "another run holds the lock" in term.screen()
     assert not (tmp_path / "late.jsonl").exists()
     assert snapshot(world.reopen()) == before
