@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 from reconcile.testing.embedded import start_embedded_postgres, stop_embedded_postgres
-from tests.helpers import with_query
+from tests.helpers import server_dir, with_query
 from tests.world import World
 
 
@@ -26,6 +26,13 @@ def private_state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("XDG_STATE_HOME", str(state))
         yield state
+
+
+@pytest.fixture
+def server_root() -> Iterator[Path]:
+    """A directory for a test's own embedded server (see helpers.server_dir)."""
+    with server_dir("test") as root:
+        yield root
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -205,3 +206,18 @@ def serving(argv: list[str], ready_url: str, log: Path, deadline: float = 20.0) 
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@contextmanager
+def server_dir(prefix: str) -> Iterator[Path]:
+    """A directory for an embedded PostgreSQL server, removed afterwards.
+
+    Not under pytest's basetemp: as root the server runs as another user, and every
+    pytest run (a concurrent one too) makes basetemp 0700 again, cutting the server
+    off from its own data.
+    """
+    root = Path(tempfile.mkdtemp(prefix=f"reconcile-{prefix}-"))
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

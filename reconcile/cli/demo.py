@@ -1,8 +1,5 @@
 """`reconcile demo`: build a drifted world, audit it, and show what to try next."""
 
-import shlex
-import shutil
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -74,7 +71,7 @@ def demo_command(
             )
         render.say(f"\nThe audit found exactly the {report.drifted:,} drifted points injected.")
         env = f"DATABASE_URL='{world.database_url}' QDRANT_PATH='{world.qdrant_path}'"
-        me = _program()
+        me = render.program()
         render.say(
             f"\nTry next (the demo's PostgreSQL keeps running; `{me} demo --stop` stops it):\n"
             f"  export {env}\n"
@@ -85,21 +82,6 @@ def demo_command(
             f"  {me} repair --flag-key is_assigned --yes --journal repair.jsonl\n"
             f"  {me} undo repair.jsonl --flag-key is_assigned --yes\n"
         )
-
-
-def _program() -> str:
-    """This very `reconcile`, as a shell will find it: plain only when PATH leads to it.
-
-    After `make demo` the command lives in .venv/bin, which is not on PATH: the
-    hints would fail with 127 unless they name it by its path.
-    """
-    script = Path(sys.executable).parent / "reconcile"
-    if not script.is_file():
-        return f"{shlex.quote(sys.executable)} -m reconcile"
-    found = shutil.which("reconcile")
-    if found is not None and Path(found).resolve() == script.resolve():
-        return "reconcile"
-    return shlex.quote(str(script))
 
 
 def _note() -> Path:

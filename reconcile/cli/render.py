@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import shutil
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -65,6 +66,21 @@ def stderr() -> Console:
 
 def to_json(data: dict[str, Any]) -> str:
     return json.dumps(data, indent=2) + "\n"
+
+
+def program() -> str:
+    """This very `reconcile`, as a shell will find it: plain only when PATH leads to it.
+
+    After `make demo` the command lives in .venv/bin, which is not on PATH: the
+    hints would fail with 127 unless they name it by its path.
+    """
+    script = Path(sys.executable).parent / "reconcile"
+    if not script.is_file():
+        return f"{shlex.quote(sys.executable)} -m reconcile"
+    found = shutil.which("reconcile")
+    if found is not None and Path(found).resolve() == script.resolve():
+        return "reconcile"
+    return shlex.quote(str(script))
 
 
 def say(text: str) -> None:
@@ -285,7 +301,7 @@ def render_repair(report: RepairReport, console: Console) -> None:
     if report.journal:
         # The hint is for copying: never wrapped, never read as markup, quoted for a shell.
         console.print(
-            f"journal: {report.journal} (reconcile undo {shlex.quote(report.journal)})",
+            f"journal: {report.journal} ({program()} undo {shlex.quote(report.journal)})",
             soft_wrap=True,
             markup=False,
             highlight=False,

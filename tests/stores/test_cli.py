@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from reconcile.testing.embedded import start_embedded_postgres, stop_embedded_postgres
-from tests.helpers import run_cli
+from tests.helpers import run_cli, server_dir
 from tests.world import World
 
 
@@ -129,17 +129,18 @@ def test_debug_shows_traceback_without_password(world: World) -> None:
 
 
 @pytest.fixture(scope="module")
-def password_server(tmp_path_factory: pytest.TempPathFactory) -> str:
+def password_server() -> str:
     """A server of our own that checks passwords (the shared one may trust everyone)."""
-    pgdata = tmp_path_factory.mktemp("pwserver") / "pgdata"
-    url = start_embedded_postgres(pgdata)
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("ALTER ROLE postgres PASSWORD 'right'")
-        (hba,) = conn.execute("SHOW hba_file").fetchone() or ("",)
-        Path(hba).write_text("local all all scram-sha-256\n")
-        conn.execute("SELECT pg_reload_conf()")
-    yield url  # type: ignore[misc]
-    stop_embedded_postgres(pgdata)
+    with server_dir("pwserver") as root:
+        pgdata = root / "pgdata"
+        url = start_embedded_postgres(pgdata)
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("ALTER ROLE postgres PASSWORD 'right'")
+            (hba,) = conn.execute("SHOW hba_file").fetchone() or ("",)
+            Path(hba).write_text("local all all scram-sha-256\n")
+            conn.execute("SELECT pg_reload_conf()")
+        yield url  # type: ignore[misc]
+        stop_embedded_postgres(pgdata)
 
 
 def test_wrong_password_is_exit_3_and_masked(world: World, password_server: str) -> None:
@@ -177,8 +178,8 @@ def test_unknown_format_is_usage_error(world: World) -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_demo_builds_audits_and_stops(tmp_path: Path) -> None:
-    directory = tmp_path / "demo"
+def test_demo_builds_audits_and_stops(server_root: Path) -> None:
+    directory = server_root / "demo"
     try:
         result = run_cli("demo", "--dir", str(directory), "--faces", "200")
         assert result.returncode == 0, result.stderr

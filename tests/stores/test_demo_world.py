@@ -14,6 +14,7 @@ from qdrant_client import QdrantClient
 from reconcile.diff import DRIFT_KINDS
 from reconcile.testing.embedded import stop_embedded_postgres
 from reconcile.testing.world import DemoWorld, build_demo
+from tests.helpers import server_dir
 
 FACES = 300
 
@@ -69,12 +70,13 @@ def naive_diff(database_url: str, qdrant_path: Path) -> tuple[Counter[str], dict
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoWorld]:
-    directory = tmp_path_factory.mktemp("demo")
-    try:
-        yield build_demo(directory, faces=FACES, seed=11)
-    finally:
-        stop_embedded_postgres(directory / "pgdata")
+def world() -> Iterator[DemoWorld]:
+    with server_dir("demo-world") as root:
+        directory = root / "demo"
+        try:
+            yield build_demo(directory, faces=FACES, seed=11)
+        finally:
+            stop_embedded_postgres(directory / "pgdata")
 
 
 def test_injected_counts_are_what_the_stores_hold(world: DemoWorld) -> None:
@@ -119,8 +121,8 @@ def test_the_world_has_the_service_shape(world: DemoWorld) -> None:
         assert person is None or person == person.lower()
 
 
-def test_a_second_build_in_the_same_directory_starts_afresh(tmp_path: Path) -> None:
-    directory = tmp_path / "demo"
+def test_a_second_build_in_the_same_directory_starts_afresh(server_root: Path) -> None:
+    directory = server_root / "demo"
     try:
         first = build_demo(directory, faces=150, seed=3)
         (directory / "left-over.txt").write_text("from the first run")

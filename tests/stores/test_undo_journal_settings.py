@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from reconcile.errors import ConfigError
 from reconcile.ops import undo as undo_ops
-from tests.helpers import run_cli, run_repair, snapshot
+from tests.helpers import cli_env, run_cli, run_repair, snapshot
 from tests.world import World
 
 
@@ -63,13 +64,22 @@ def test_the_repairs_printed_undo_hint_restores_without_key_flags(
     )
     assert result.returncode == 0, result.stderr
     # One line, unwrapped however long the path: a hint is for copying.
-    hint = re.search(r"^journal: .* \(reconcile (undo .+)\)$", result.stdout, re.M)
+    hint = re.search(r"^journal: .* \((.+ undo .+)\)$", result.stdout, re.M)
     assert hint is not None, result.stdout
     command = shlex.split(hint.group(1))
-    assert Path(command[1]).parent == state / "reconcile"  # the default journal place
+    assert Path(command[-1]).parent == state / "reconcile"  # the default journal place
 
-    # As printed, plus --yes: no terminal here to answer the question.
-    undone = run_cli(*command, "--yes", env=env)
+    # Run exactly as printed, by a shell whose PATH has no virtual environment in
+    # it (as after `make demo`), plus --yes: no terminal here to answer the question.
+    shell_env = {**cli_env(env), "PATH": "/usr/bin:/bin"}
+    undone = subprocess.run(
+        f"{hint.group(1)} --yes",
+        shell=True,
+        env=shell_env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert undone.returncode == 0, undone.stderr
     assert "restored 3," in undone.stdout
     world.reopen()
