@@ -6,10 +6,6 @@ import re
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-import psycopg
-import sqlalchemy as sa
-from psycopg.conninfo import conninfo_to_dict
-
 from reconcile.errors import ConfigError
 
 # Every scheme the service's own settings may hold; all are read with psycopg 3,
@@ -143,6 +139,12 @@ def _conninfo_url(conninfo: str) -> str:
     to `psycopg.connect` as keyword arguments: a socket directory, `options` or
     `sslmode` arrive exactly as libpq would have read them from the string.
     """
+    # Imported here: every command imports this module, and only a key=value string
+    # needs the drivers to read it (SQLAlchemy alone costs a tenth of a second).
+    import psycopg
+    import sqlalchemy as sa
+    from psycopg.conninfo import conninfo_to_dict
+
     try:
         params = conninfo_to_dict(conninfo)
     except psycopg.ProgrammingError:
