@@ -17,7 +17,6 @@ import urllib.request
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from prometheus_client import (
     CollectorRegistry,
@@ -32,7 +31,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from reconcile.diff import Kind
 from reconcile.errors import ConfigError, ExitCode
 from reconcile.report import AuditReport
-from reconcile.settings import mask_url
+from reconcile.settings import http_url, mask_url
 
 PREFIX = "reconcile_"
 LAST_SUCCESS = f"{PREFIX}last_success_timestamp_seconds"
@@ -109,12 +108,8 @@ def write_started(path: Path, labels: RunLabels, started: float) -> None:
 
 def check_push_url(url: str) -> str:
     """The Pushgateway URL as given, if it is one: http(s)://HOST[:PORT][/PREFIX]."""
-    parts = urlsplit(url)
-    try:
-        parts.port  # noqa: B018 (a malformed port raises here)
-    except ValueError:
-        parts = parts._replace(netloc="")
-    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query:
+    parts = http_url(url)
+    if parts is None or parts.query:
         raise ConfigError(
             f"--metrics-push {mask_url(url)!r} is not a Pushgateway URL: "
             "use http://HOST:9091 (or https://)"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit, urlunsplit
 
 from reconcile.errors import ConfigError
 
@@ -159,7 +159,19 @@ def _conninfo_url(conninfo: str) -> str:
     return url.render_as_string(hide_password=False)
 
 
-_QDRANT_SCHEMES = ("http", "https")
+def http_url(url: str) -> SplitResult | None:
+    """`url` split, when it is http(s)://HOST[:PORT]… with a port that is a number in
+    range (a Qdrant server, a Pushgateway); otherwise None."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises on a port that is not a number in range)
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        return None
+    return parts
+
+
 # qdrant-client's one spelling without a scheme (it special-cases it).
 _QDRANT_LOCALHOST = re.compile(r"localhost(:[0-9]{1,5})?")
 
@@ -170,17 +182,7 @@ def check_qdrant_url(url: str) -> str:
     Checked here, with the other settings, so that a typo is a configuration error
     (exit 2) before anything is opened, not the client's exception at first use.
     """
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 (raises on a port that is not a number in range)
-    except ValueError:
-        parts = None
-    ok = (
-        parts is not None
-        and parts.scheme.lower() in _QDRANT_SCHEMES
-        and bool(parts.hostname)
-        and not any(char.isspace() for char in url)
-    )
+    ok = http_url(url) is not None and not any(char.isspace() for char in url)
     if not ok and not _QDRANT_LOCALHOST.fullmatch(url):
         raise ConfigError(
             f"--qdrant-url {mask_url(url)!r} is not a Qdrant server URL: "
