@@ -68,12 +68,6 @@ def layers(
     )
 
 
-def setting_sources(params: Mapping[str, Any]) -> dict[str, str]:
-    """Where each setting came from ("flag", "environment (VAR)", …, "default"): undo
-    takes the mapping from its journal and refuses only what someone chose."""
-    return layers(params)[1]
-
-
 @dataclass
 class Run:
     """What the metrics need to know of this run, gathered as it goes."""
@@ -88,6 +82,9 @@ class Run:
     audit: AuditReport | None = None
     repaired: int | None = None
     failed: int | None = None
+    # Where each setting came from ("flag", "environment (VAR)", …, "default"): undo
+    # takes the mapping from its journal and refuses only what someone chose.
+    sources: dict[str, str] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
     started_at: float = field(default_factory=time.time)
     push_failed: bool = False
@@ -109,7 +106,7 @@ class Run:
         self.table = params.get("table") or "?"
         self.collection = params.get("collection") or "?"
         self.label_scope(params)
-        values, _sources = layers(params)
+        values, self.sources = layers(params)
         self.table, self.collection = values.get("table", "?"), values.get("collection", "?")
         return config_file.build(values)
 

@@ -8,7 +8,7 @@ import typer
 from reconcile import log
 from reconcile.cli import options as o
 from reconcile.cli import render
-from reconcile.cli.boundary import boundary, finish, setting_sources
+from reconcile.cli.boundary import boundary, finish
 from reconcile.cli.repair import decide
 from reconcile.ops.undo import undo
 from reconcile.plan import RepairOptions
@@ -51,7 +51,7 @@ def undo_command(
                 options=options,
                 progress=progress,
                 confirm=confirm if ask else None,
-                sources=setting_sources(params),
+                sources=run.sources,
             )
         run.table, run.collection = report.table, report.collection
         render.show(report, render.render_undo, format, output)
