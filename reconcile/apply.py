@@ -19,7 +19,7 @@ from typing import IO, Any
 
 import sqlalchemy as sa
 
-from reconcile.diff import Keys, Kind, Tallied, classify
+from reconcile.diff import Keys, Kind, Tallied, classify, compared_keys
 from reconcile.errors import StoreError
 from reconcile.journal import JournalWriter, NullJournal
 from reconcile.plan import RepairOptions, spilled_batches
@@ -77,27 +77,30 @@ class Stop(threading.Event):
         self.set()
 
 
-def target(row: Row, before: dict[str, Any], keys: Keys) -> tuple[dict[str, Any], bool]:
-    """The values to set and whether to delete the person key, from the row just read."""
-    if row.person_id is not None:
-        return keys.expected(row.person_id), False
-    delete = before.get(keys.person) is not None
-    return ({keys.flag: False} if keys.flag else {}), delete
+def target(
+    row: Row, payload: dict[str, Any], keys: Keys
+) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """What to write so that the payload agrees with the row just read: the values to
+    set and the keys to delete, exactly the compared keys that differ, nothing else."""
+    expected = keys.expected(row)
+    differing = keys.differing(row, payload)
+    values = {key: expected[key] for key in differing if expected[key] is not None}
+    return values, tuple(key for key in differing if expected[key] is None)
 
 
-def group_writes(writes: list[_Write], person_key: str) -> list[PayloadOp]:
-    """One SetKeys per distinct target value (one per person), one DeleteKeys for the cleared."""
+def group_writes(writes: list[_Write]) -> list[PayloadOp]:
+    """One SetKeys per distinct set of values to write, one DeleteKeys per distinct set of
+    keys to clear: a batch of one person's faces is one operation, whatever its size."""
     sets: dict[str, tuple[dict[str, Any], list[PointId]]] = {}
-    cleared: list[PointId] = []
+    clears: dict[tuple[str, ...], list[PointId]] = {}
     for w in writes:
         if w.delete:
-            cleared.append(w.point_id)
+            clears.setdefault(w.delete, []).append(w.point_id)
         if w.values:
             key = json.dumps(w.values, sort_keys=True)
             sets.setdefault(key, (w.values, []))[1].append(w.point_id)
     ops: list[PayloadOp] = [SetKeys(values, points) for values, points in sets.values()]
-    if cleared:
-        ops.append(DeleteKeys([person_key], cleared))
+    ops += [DeleteKeys(list(keys), points) for keys, points in clears.items()]
     return ops
 
 
@@ -110,7 +113,7 @@ class _Write:
     before: dict[str, Any]  # the configured keys present before (absent keys left out)
     after: dict[str, Any]  # the same keys as they will be
     values: dict[str, Any]  # to set
-    delete: bool  # whether to delete the person key
+    delete: tuple[str, ...]  # keys to delete
 
 
 def same(a: dict[str, Any], b: dict[str, Any]) -> bool:
@@ -167,7 +170,7 @@ class Repairer:
         journal: JournalWriter | NullJournal,
         hooks: Hooks,
     ) -> None:
-        self.keys = Keys(settings.person_key, settings.flag_key)
+        self.keys = compared_keys(settings, stores.postgres.inspect().rules)
         self.timeout = settings.timeout
         self.stores = stores
         self.options = options
@@ -285,8 +288,8 @@ class Repairer:
                 t.skipped_changed += 1
                 continue
             before = self.keys.actual(payload)
-            values, delete = target(row, before, self.keys)
-            after = {k: v for k, v in before.items() if not (delete and k == self.keys.person)}
+            values, delete = target(row, payload, self.keys)
+            after = {k: v for k, v in before.items() if k not in delete}
             after.update(values)
             writes.append(_Write(row, row.point_id, before, after, values, delete))
         return writes
@@ -322,7 +325,7 @@ class Repairer:
                 error = error or "batch deadline passed before the write"
                 break
             try:
-                qd.apply(group_writes(pending, self.keys.person))
+                qd.apply(group_writes(pending))
                 break
             except StoreError as exc:
                 # The outcome is unknown (a timeout may have applied it): the rows

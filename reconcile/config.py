@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from reconcile.errors import ConfigError
-from reconcile.settings import Settings, mask_url
+from reconcile.settings import Settings, maps_of, mask_url
 
 # Only these five have an environment variable: they are the names the service's
 # own `.env` already uses, so one file configures both the service and this tool.
@@ -78,6 +78,17 @@ _SECRETS = frozenset({"database_url", "qdrant_url", "qdrant_api_key"})
 
 def _check_type(where: str, name: str, value: Any) -> Any:
     """The value as the field's type, or a ConfigError naming the key and the expected type."""
+    if name == "map":
+        # A table of payload key = "column" (or "column::text"): not a scalar type.
+        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+            raise ConfigError(
+                f'{where}: map must be a table of payload key = "column", e.g. '
+                'map = { cluster_id = "cluster_id", asset_id = "asset_id::text" }'
+            )
+        try:
+            return maps_of(value)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
     expected = _TYPES[name]
     # bool is an int to Python but never what someone meant by `page_size = true`.
     if expected is bool:
@@ -353,6 +364,8 @@ def safe_value(name: str, value: Any) -> Any:
     """A value as safe to print or put in JSON: URLs lose their passwords, the API key is `***`."""
     if value is None:
         return None
+    if name == "map":
+        return {m.key: m.source for m in maps_of(value)}
     if name == "qdrant_api_key":
         return "***"
     if name in _SECRETS:
@@ -364,6 +377,8 @@ def safe_value(name: str, value: Any) -> Any:
 def display(name: str, value: Any) -> str:
     """A value as text for the table (masked as by `safe_value`; unset is empty)."""
     shown = safe_value(name, value)
+    if name == "map":
+        return ", ".join(f"{key}={source}" for key, source in shown.items())
     return "" if shown is None else str(shown)
 
 

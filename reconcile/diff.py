@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any, Self, TypeVar
 
 from reconcile.errors import StreamOrderError
+from reconcile.mapping import Rule
+from reconcile.settings import Settings
 from reconcile.stores.base import Point, PointId, Row
 
 T = TypeVar("T")
@@ -22,6 +24,7 @@ class Kind(StrEnum):
     WRONG_PERSON = "wrong_person"
     STALE_PERSON = "stale_person"
     FLAG_MISMATCH = "flag_mismatch"
+    PAYLOAD_MISMATCH = "payload_mismatch"
     MISSING_POINT = "missing_point"
     ORPHAN_POINT = "orphan_point"
     DUPLICATE_POINT = "duplicate_point"
@@ -29,27 +32,92 @@ class Kind(StrEnum):
 
 DRIFT_KINDS = tuple(kind.value for kind in Kind if kind is not Kind.IN_SYNC)
 REPAIRABLE = frozenset(
-    {Kind.MISSING_PERSON, Kind.WRONG_PERSON, Kind.STALE_PERSON, Kind.FLAG_MISMATCH}
+    {
+        Kind.MISSING_PERSON,
+        Kind.WRONG_PERSON,
+        Kind.STALE_PERSON,
+        Kind.FLAG_MISMATCH,
+        Kind.PAYLOAD_MISMATCH,
+    }
 )
+PERSON_KINDS = {
+    "missing": Kind.MISSING_PERSON,
+    "wrong": Kind.WRONG_PERSON,
+    "stale": Kind.STALE_PERSON,
+}
+# How one compared key differs, in the per-key breakdown (`keys` in the report).
+SUB_KINDS = ("missing", "wrong", "stale")
 
 
 @dataclass(frozen=True, slots=True)
 class Keys:
-    """The payload keys compared: the person, and optionally a boolean sentinel."""
+    """The payload keys compared: the person, optionally a boolean sentinel derived from
+    it, and the mapped keys (`--map`) with the rule of their column's type."""
 
     person: str
     flag: str | None = None
+    mapped: tuple[tuple[str, Rule], ...] = ()
 
-    def expected(self, person: PointId | None) -> dict[str, Any]:
-        """The payload values PostgreSQL implies; a None person means "no person"."""
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Every compared key: the person, the flag, the mapped keys."""
+        flag = () if self.flag is None else (self.flag,)
+        return (self.person, *flag, *(key for key, _ in self.mapped))
+
+    def expected(self, row: Row) -> dict[str, Any]:
+        """The payload values PostgreSQL implies; None means "absent" (no person, a NULL)."""
+        person = row.person_id
         values: dict[str, Any] = {self.person: person}
         if self.flag is not None:
             values[self.flag] = person is not None
+        for (key, _rule), value in zip(self.mapped, row.values, strict=False):
+            values[key] = value
         return values
 
     def actual(self, payload: Mapping[str, Any]) -> dict[str, Any]:
-        """The configured keys that are present (an absent key stays absent, unlike null)."""
-        return {k: payload[k] for k in (self.person, self.flag) if k is not None and k in payload}
+        """The compared keys that are present (an absent key stays absent, unlike null)."""
+        return {k: payload[k] for k in self.names if k in payload}
+
+    def differing(self, row: Row, payload: Mapping[str, Any]) -> dict[str, str]:
+        """Each compared key that disagrees, and how: `missing`, `wrong` or `stale`."""
+        found: dict[str, str] = {}
+        person = _sub_kind(row.person_id, payload.get(self.person), _same)
+        if person is not None:
+            found[self.person] = person
+        if self.flag is not None:
+            flag = payload.get(self.flag)
+            if flag is None:
+                found[self.flag] = "missing"
+            elif flag is not (row.person_id is not None):
+                found[self.flag] = "wrong"
+        for (key, rule), value in zip(self.mapped, row.values, strict=False):
+            sub = _sub_kind(value, payload.get(key), rule.agrees)
+            if sub is not None:
+                found[key] = sub
+        return found
+
+    def kind(self, differing: Mapping[str, str]) -> Kind:
+        """The one kind of a matched point: the person first, then the flag, then the rest."""
+        person = differing.get(self.person)
+        if person is not None:
+            return PERSON_KINDS[person]
+        if self.flag is not None and self.flag in differing:
+            return Kind.FLAG_MISMATCH
+        return Kind.PAYLOAD_MISMATCH if differing else Kind.IN_SYNC
+
+
+def compared_keys(settings: Settings, rules: Iterable[Rule] = ()) -> Keys:
+    """The keys a run compares: the settings' keys, with the rules `Postgres.inspect` found."""
+    mapped = tuple(zip((m.key for m in settings.map), rules, strict=True))
+    return Keys(settings.person_key, settings.flag_key, mapped)
+
+
+def _sub_kind(expected: Any, raw: Any, agrees: Any) -> str | None:
+    if expected is None:
+        return None if raw is None else "stale"
+    if raw is None:
+        return "missing"
+    return None if agrees(raw, expected) else "wrong"
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +130,8 @@ class Drift:
     expected: dict[str, Any] | None  # None: no single row (orphan or duplicate)
     actual: dict[str, Any] | None  # None: no point
     person: str | None  # who this drift is charged to in the per-person summary
+    # Matched points only: each compared key that differs, and how (`Keys.differing`).
+    keys: dict[str, str] = field(default_factory=dict)
 
     def record(self) -> dict[str, Any]:
         """The `--details` JSON line (also the repair spill format)."""
@@ -71,6 +141,7 @@ class Drift:
             "face_id": self.face_ids[0] if self.face_ids else None,
             "expected": self.expected,
             "actual": self.actual,
+            "keys": self.keys,
         }
         if len(self.face_ids) > 1:
             record["face_ids"] = list(self.face_ids)
@@ -124,18 +195,7 @@ def _same(a: Any, b: Any) -> bool:
 
 def classify(row: Row, payload: Mapping[str, Any], keys: Keys) -> Kind:
     """The kind of one point named by exactly one row."""
-    raw = payload.get(keys.person)
-    expected = row.person_id
-    if expected is None:
-        if raw is not None:
-            return Kind.STALE_PERSON
-    elif raw is None:
-        return Kind.MISSING_PERSON
-    elif not _same(raw, expected):
-        return Kind.WRONG_PERSON
-    if keys.flag is not None and payload.get(keys.flag) is not (expected is not None):
-        return Kind.FLAG_MISMATCH
-    return Kind.IN_SYNC
+    return keys.kind(keys.differing(row, payload))
 
 
 def _label(value: Any) -> str:
@@ -161,14 +221,15 @@ def _missing(point_id: PointId, row: Row, keys: Keys) -> Drift:
         Kind.MISSING_POINT,
         point_id,
         (row.face_id,),
-        keys.expected(row.person_id),
+        keys.expected(row),
         None,
         person,
     )
 
 
 def _matched(row: Row, point: Point, keys: Keys) -> Drift | None:
-    kind = classify(row, point.payload, keys)
+    differing = keys.differing(row, point.payload)
+    kind = keys.kind(differing)
     if kind is Kind.IN_SYNC:
         return None
     # A stale payload is charged to the person it still names: that person's
@@ -178,9 +239,10 @@ def _matched(row: Row, point: Point, keys: Keys) -> Drift | None:
         kind,
         point.point_id,
         (row.face_id,),
-        keys.expected(row.person_id),
+        keys.expected(row),
         keys.actual(point.payload),
         None if charged is None else _label(charged),
+        differing,
     )
 
 
@@ -215,7 +277,7 @@ def diff(
     in locals until the end, and the in-sync test inline. Drifted points, about
     1% of them, go through the plain helpers above.
     """
-    person_key, flag_key = keys.person, keys.flag
+    person_key, flag_key, mapped = keys.person, keys.flag, keys.mapped
     row_iter, point_iter = iter(rows), iter(points)
     n_rows = n_without = n_points = n_sync = n_recent = 0
     last_point: PointId | None = None
@@ -311,6 +373,20 @@ def diff(
             )
             if in_sync and flag_key is not None:
                 in_sync = payload.get(flag_key) is (expected is not None)
+            if in_sync and mapped:
+                # Rule.agrees, inline for the common case of an equal value.
+                for (key, rule), value in zip(mapped, first[4], strict=False):
+                    raw = payload.get(key)
+                    if raw is None:
+                        if value is not None:
+                            in_sync = False
+                            break
+                    elif value is None or not (
+                        (rule.fast and type(raw) is type(value) and raw == value)
+                        or rule.same(raw, value)
+                    ):
+                        in_sync = False
+                        break
             if in_sync:
                 n_sync += 1
                 continue

@@ -21,7 +21,10 @@ from typing import Any
 from reconcile.errors import ConfigError
 
 FORMAT = "reconcile-journal"
-VERSION = 1
+# 2: the header's `keys` holds `map` (the --map keys), and change records hold every
+# compared key. A version-1 journal (person and flag only) reads and undoes the same.
+VERSION = 2
+READABLE = (1, 2)
 
 
 # A header is a few hundred bytes; reading at most this much of a first line keeps
@@ -140,10 +143,11 @@ class JournalReader:
                 f"{self.path} is not a reconcile journal (no header line): "
                 "pass a file written by `reconcile repair`"
             )
-        if header.get("version") != VERSION:
+        if header.get("version") not in READABLE:
             raise ConfigError(
-                f"journal {self.path} has version {header.get('version')!r}; "
-                f"this reconcile reads version {VERSION}"
+                f"journal {self.path} has version {header.get('version')!r}; this reconcile "
+                f"reads versions {', '.join(map(str, READABLE))}: undo it with the reconcile "
+                "that wrote it"
             )
         self.header = header
 

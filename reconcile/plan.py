@@ -13,7 +13,7 @@ import math
 import re
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import IO, Any
@@ -124,16 +124,21 @@ class Plan:
     by_person: list[tuple[str, PersonPlan]]
     guard: str | None
     persons_exact: bool = True
+    set_payload: int = 0  # points whose person and flag agree but another mapped key not
+    # Per compared key, the points where it is written (`set`) or deleted (`clear`).
+    keys: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def changes(self) -> int:
-        return self.set_person + self.clear_person + self.set_flag
+        return self.set_person + self.clear_person + self.set_flag + self.set_payload
 
     def to_json(self) -> dict[str, Any]:
         return {
             "set_person": self.set_person,
             "clear_person": self.clear_person,
             "set_flag": self.set_flag,
+            "set_payload": self.set_payload,
+            "keys": self.keys,
             "persons": self.persons,
             "persons_exact": self.persons_exact,
             "requests": self.requests,
@@ -164,12 +169,17 @@ class Planner:
         self.kinds: Counter[Kind] = Counter()
         self.counters = SpaceSaving(person_capacity(top))
         self.persons: dict[str, PersonPlan] = {}
+        self.keys_plan: dict[str, Counter[str]] = {name: Counter() for name in keys.names}
 
     def __call__(self, drift: Drift) -> None:
         if drift.kind not in REPAIRABLE:
             return
         self.kinds[drift.kind] += 1
         self.spill.write(json.dumps(drift.record(), separators=(",", ":")) + "\n")
+        for key, sub in drift.keys.items():
+            self.keys_plan.setdefault(key, Counter())["clear" if sub == "stale" else "set"] += 1
+        if drift.kind is Kind.PAYLOAD_MISMATCH:
+            return  # neither the person nor the flag changes
         if drift.kind is Kind.STALE_PERSON:
             self._person(drift.person).cleared += 1
         elif drift.kind is Kind.FLAG_MISMATCH:
@@ -199,6 +209,8 @@ class Planner:
             set_person=self.kinds[Kind.MISSING_PERSON] + self.kinds[Kind.WRONG_PERSON],
             clear_person=self.kinds[Kind.STALE_PERSON],
             set_flag=self.kinds[Kind.FLAG_MISMATCH],
+            set_payload=self.kinds[Kind.PAYLOAD_MISMATCH],
+            keys={k: {"set": c["set"], "clear": c["clear"]} for k, c in self.keys_plan.items()},
             persons=len(self.persons.keys() - {NO_PERSON}),
             requests=math.ceil(changes / options.batch_size),
             by_person=by_person,

@@ -11,7 +11,7 @@ import json
 import os
 import tempfile
 from collections import Counter
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -19,10 +19,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Protocol
 
-from reconcile.diff import DRIFT_KINDS, REPAIRABLE, Drift, Kind, ScanStats
+from reconcile.diff import DRIFT_KINDS, REPAIRABLE, SUB_KINDS, Drift, Keys, Kind, ScanStats
 from reconcile.errors import ConfigError, ExitCode
+from reconcile.mapping import label
 
 SCHEMA_VERSION = 1
+KEY_PREFIX = "key:"  # `--fail-on key:NAME`
 
 
 class Report(Protocol):
@@ -71,6 +73,10 @@ class AuditReport:
     top_persons_exact: bool = True
     top_persons_error: dict[str, int] = field(default_factory=dict)
     persons_capacity: int = 0  # how many per-person counters the audit kept
+    # Per compared key, how many matched points it differs on: {key: {missing, wrong, stale}}.
+    keys: dict[str, dict[str, int]] = field(default_factory=dict)
+    # Per mapped key, its most drifted values: (value, drifted, error), as top_persons.
+    top_values: dict[str, list[tuple[str, int, int]]] = field(default_factory=dict)
 
     @property
     def drifted(self) -> int:
@@ -85,8 +91,16 @@ class AuditReport:
         return ScopeKind(self.scope.split(" ", 1)[0])
 
     def failing(self, kinds: Collection[str] = DRIFT_KINDS) -> ExitCode:
-        """DRIFT when any of `kinds` was found or the scan stopped early, else OK."""
-        drifting = any(self.counts[kind] for kind in kinds)
+        """DRIFT when any of `kinds` was found or the scan stopped early, else OK.
+
+        A kind `key:NAME` is drift of that compared key, whatever the point's kind.
+        """
+        drifting = any(
+            sum(self.keys.get(kind[4:], {}).values())
+            if kind.startswith(KEY_PREFIX)
+            else self.counts[kind]
+            for kind in kinds
+        )
         return ExitCode.DRIFT if drifting or not self.complete else ExitCode.OK
 
     @property
@@ -111,6 +125,11 @@ class AuditReport:
                 for p, n in self.top_persons
             ],
             "top_persons_exact": self.top_persons_exact,
+            "keys": self.keys,
+            "top_values": {
+                key: [{"value": v, "drifted": n, "error": e} for v, n, e in values]
+                for key, values in self.top_values.items()
+            },
             "duration_seconds": round(self.duration_seconds, 3),
             "details": self.details,
             "scope": self.scope,
@@ -201,16 +220,41 @@ class SpaceSaving:
 
 
 class Tally:
-    """Counts a drift stream by kind and by charged person, in bounded memory."""
+    """Counts a drift stream by kind, by charged person, by compared key and by the
+    values of the mapped keys, in bounded memory."""
 
-    def __init__(self, top: int = 10, capacity: int | None = None) -> None:
+    def __init__(
+        self, top: int = 10, capacity: int | None = None, keys: Keys | None = None
+    ) -> None:
+        capacity = person_capacity(top) if capacity is None else capacity
         self.kinds: Counter[Kind] = Counter()
-        self.persons = SpaceSaving(person_capacity(top) if capacity is None else capacity)
+        self.persons = SpaceSaving(capacity)
+        names: Sequence[str] = () if keys is None else keys.names
+        self.keys: dict[str, Counter[str]] = {name: Counter() for name in names}
+        mapped = () if keys is None else keys.mapped
+        self.values = {key: SpaceSaving(capacity) for key, _rule in mapped}
 
     def add(self, drift: Drift) -> None:
         self.kinds[drift.kind] += 1
         if drift.person is not None:
             self.persons.add(drift.person)
+        for key, sub in drift.keys.items():
+            self.keys.setdefault(key, Counter())[sub] += 1
+            counter = self.values.get(key)
+            if counter is not None:
+                # As for the person: a stale value is charged to the value the payload
+                # still holds (its searches find the face), any other to the row's value.
+                side = drift.actual if sub == "stale" else drift.expected
+                counter.add(label(None if side is None else side.get(key)))
+
+    def key_counts(self) -> dict[str, dict[str, int]]:
+        return {key: {sub: c[sub] for sub in SUB_KINDS} for key, c in self.keys.items()}
+
+    def top_values(self, n: int) -> dict[str, list[tuple[str, int, int]]]:
+        return {
+            key: [(value, count, counter.error(value)) for value, count in counter.top(n)]
+            for key, counter in self.values.items()
+        }
 
     def counts(self, stats: ScanStats) -> dict[str, int]:
         counts = {kind.value: self.kinds[kind] for kind in Kind}

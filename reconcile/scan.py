@@ -40,7 +40,7 @@ class Scan:
         self.sink = sink
         self.out: PrivateFile | None = None
         self.stats = ScanStats()
-        self.tally = Tally(top)
+        self.tally = Tally(top, keys=keys)
         self.complete = True
         self._lock = threading.Lock()
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit, urlunsplit
 
 from reconcile.errors import ConfigError
+from reconcile.mapping import KeyMap, check_maps, parse_map, parse_source
 
 # Every scheme the service's own settings may hold; all are read with psycopg 3,
 # so the async and psycopg2 spellings work without those drivers installed.
@@ -43,8 +46,13 @@ class Settings:
     min_age: float = 0.0  # grace window in seconds: rows changed more recently are skipped
     retries: int = 3  # Qdrant reads retried on a transient failure
     timeout: float = 30.0  # seconds one Qdrant request may take
+    # Further payload keys that mirror columns (`--map KEY=COLUMN[::text]`). A library
+    # caller may give a {key: "column[::text]"} dict or "KEY=COLUMN" strings: they are
+    # normalized here, so the field always holds KeyMaps.
+    map: tuple[KeyMap, ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "map", maps_of(self.map))
         sqlalchemy_url(self.database_url)  # raises on a scheme typo
         if self.qdrant_url:
             check_qdrant_url(self.qdrant_url)
@@ -79,6 +87,7 @@ class Settings:
                 )
         if self.flag_key is not None and self.flag_key == self.person_key:
             raise ConfigError("--flag-key must differ from --person-key")
+        check_maps(self.map, self.person_key, self.flag_key)
         if not 0 <= self.min_age <= 30 * 86400:
             raise ConfigError(f"--min-age {self.min_age} is out of range: use 0 to 2592000 seconds")
         if not 0 <= self.retries <= 10:
@@ -91,7 +100,24 @@ class Settings:
     @property
     def keys(self) -> list[str]:
         """The payload keys this tool reads and, when repairing, writes."""
-        return [self.person_key] + ([self.flag_key] if self.flag_key else [])
+        flag = [self.flag_key] if self.flag_key else []
+        return [self.person_key, *flag, *(m.key for m in self.map)]
+
+
+def maps_of(value: Any) -> tuple[KeyMap, ...]:
+    """`--map` values in any accepted spelling as KeyMaps: KeyMaps, `KEY=COLUMN`
+    strings, {key: "COLUMN[::text]"} (a config file's table), or asdict's dicts."""
+    if isinstance(value, Mapping):
+        return tuple(parse_source(str(k), str(v)) for k, v in value.items())
+    found: list[KeyMap] = []
+    for item in value if isinstance(value, Iterable) and not isinstance(value, str) else [value]:
+        if isinstance(item, KeyMap):
+            found.append(item)
+        elif isinstance(item, Mapping):
+            found.append(KeyMap(**item))
+        else:
+            found.append(parse_map(str(item)))
+    return tuple(found)
 
 
 def check_identifier(flag: str, name: str) -> str:

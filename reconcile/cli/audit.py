@@ -14,7 +14,7 @@ from reconcile.cli.scope import Scope, positive
 from reconcile.errors import ConfigError
 from reconcile.ops.audit import audit
 from reconcile.ops.counts import compare_counts
-from reconcile.ops.sample import sample_audit
+from reconcile.ops.sample import sample_audit, sample_fail_on
 from reconcile.settings import Settings
 
 
@@ -143,6 +143,7 @@ def _sampled(
     output: Path | None,
 ) -> None:
     """`--sample N`: estimate drift from N random faces and N random points."""
+    sample_fail_on(failing)  # before the draws: a bad flag must not cost a sample
     estimated = sample_audit(settings, sample, seed=seed)
     render.show(estimated, render.render_sample, format, output)
     log.event(

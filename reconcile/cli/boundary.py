@@ -135,7 +135,7 @@ class Run:
         self.label_scope(params, scope)
         log.set_quiet(quiet)
         self.begin()
-        return settings, scope, fail_on_kinds(fail_on)
+        return settings, scope, fail_on_kinds(fail_on, settings.keys)
 
     @property
     def labels(self) -> RunLabels:

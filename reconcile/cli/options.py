@@ -21,6 +21,7 @@ import typer.main
 from typer.core import TyperCommand
 
 from reconcile.config import SETTING_NAMES
+from reconcile.settings import maps_of
 
 
 class Format(StrEnum):
@@ -197,6 +198,15 @@ def settings_options(
             rich_help_panel="Mapping",
         ),
     ] = None,
+    map: Annotated[  # named as the flag and the config key, though a builtin
+        list[str] | None,
+        typer.Option(
+            "--map",
+            help="Payload KEY that must mirror COLUMN: KEY=COLUMN, or KEY=COLUMN::text for "
+            "its value written as a string (repeatable).",
+            rich_help_panel="Mapping",
+        ),
+    ] = None,
     retries: Annotated[
         int | None,
         typer.Option(
@@ -251,7 +261,10 @@ def setting_flags(params: Mapping[str, Any]) -> dict[str, Any]:
     Every Settings field has an option of the same name in `settings_options`;
     `config` and `env_file` name the files, not settings.
     """
-    return {name: params.get(name) for name in SETTING_NAMES}
+    flags = {name: params.get(name) for name in SETTING_NAMES}
+    # Repeatable: an empty list is "not given", so a config file's map still counts.
+    flags["map"] = maps_of(flags["map"]) if flags.get("map") else None
+    return flags
 
 
 def run_options(

@@ -5,7 +5,7 @@ Parsed from the values of `options.scope_options` (and `--fail-on`, `--max-durat
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -14,7 +14,7 @@ from typing import Any
 from reconcile.diff import DRIFT_KINDS
 from reconcile.errors import ConfigError
 from reconcile.incremental import load_since, save
-from reconcile.report import unwritable
+from reconcile.report import KEY_PREFIX, unwritable
 from reconcile.settings import Settings
 from reconcile.shards import parse_shard
 from reconcile.targets import Targets, parse_since
@@ -85,16 +85,19 @@ class Scope:
             save(self.incremental, started, settings.table, settings.collection)
 
 
-def fail_on_kinds(text: str | None) -> frozenset[str]:
-    """The kinds that make the exit code 1 (default: every drift kind)."""
+def fail_on_kinds(text: str | None, keys: Collection[str] = ()) -> frozenset[str]:
+    """The kinds that make the exit code 1 (default: every drift kind); `key:NAME`
+    names drift of one compared key (one of `keys`), whatever the point's kind."""
     if text is None or text.strip() == "all":
         return frozenset(DRIFT_KINDS)
     kinds = frozenset(k.strip() for k in text.split(",") if k.strip())
-    unknown = sorted(kinds - set(DRIFT_KINDS))
+    known = set(DRIFT_KINDS) | {KEY_PREFIX + key for key in keys}
+    unknown = sorted(kinds - known)
     if unknown or not kinds:
         raise ConfigError(
             f"--fail-on {text!r} names no drift kind or unknown ones ({', '.join(unknown)}): "
-            f"use a comma list of {', '.join(DRIFT_KINDS)}, or all"
+            f"use a comma list of {', '.join(DRIFT_KINDS)}, or key:NAME for a compared "
+            f"payload key ({', '.join(keys) or 'see --map'}), or all"
         )
     return kinds
 

@@ -8,7 +8,7 @@ from contextlib import ExitStack
 from datetime import timedelta
 from pathlib import Path
 
-from reconcile.diff import Drift, Keys
+from reconcile.diff import Drift, compared_keys
 from reconcile.errors import ConfigError
 from reconcile.report import AuditReport, PrivateFile
 from reconcile.scan import (
@@ -56,11 +56,10 @@ def audit(
     if workers > 1 and targets is not None:
         raise ConfigError("--workers slices a full scan: drop the ids, --since, --incremental")
     started = time.monotonic()
-    keys = Keys(settings.person_key, settings.flag_key)
-    scan = Scan(keys, sink, top)
     unknown: list[str] = []
     with using(settings, stores) as s, ExitStack() as stack:
         table = s.postgres.inspect()
+        scan = Scan(compared_keys(settings, table.rules), sink, top)
         s.qdrant.require_collection()
         started_at = s.postgres.now()
         scan.out = None if details is None else stack.enter_context(PrivateFile(details))
@@ -119,6 +118,8 @@ def audit(
         top_persons_exact=tally.persons.exact,
         top_persons_error=tally.errors(top),
         persons_capacity=tally.persons.capacity,
+        keys=tally.key_counts(),
+        top_values=tally.top_values(top),
         duration_seconds=time.monotonic() - started,
         details=None if details is None else str(details),
         scope=scope,

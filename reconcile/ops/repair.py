@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from reconcile.apply import Hooks, Repairer, Stop, Tallies
-from reconcile.diff import DRIFT_KINDS, REPAIRABLE, Keys, Kind
+from reconcile.diff import DRIFT_KINDS, REPAIRABLE, Kind, compared_keys
 from reconcile.errors import ConfigError, ExitCode, GuardError
 from reconcile.journal import JournalWriter, NullJournal, default_path
 from reconcile.ops.audit import audit
 from reconcile.ops.journals import prune_journals
 from reconcile.plan import Plan, Planner, RepairOptions
-from reconcile.report import SCHEMA_VERSION
+from reconcile.report import KEY_PREFIX, SCHEMA_VERSION
 from reconcile.scan import Progress
 from reconcile.settings import Settings
 from reconcile.stores import Stores, using
@@ -55,7 +55,11 @@ class RepairReport:
             return ExitCode.STORE
         if not self.complete:
             return ExitCode.DRIFT
-        return ExitCode.DRIFT if any(self.remaining[k] for k in kinds) else ExitCode.OK
+        # What is left is counted by kind: `key:NAME` counts any payload drift left.
+        wanted = {k for k in kinds if not k.startswith(KEY_PREFIX)}
+        if len(wanted) < len(kinds):
+            wanted |= REPAIRABLE
+        return ExitCode.DRIFT if any(self.remaining[k] for k in wanted) else ExitCode.OK
 
     @property
     def exit_code(self) -> ExitCode:
@@ -108,10 +112,10 @@ def repair(
     options = options or RepairOptions()
     started = time.monotonic()
     deadline = None if max_duration is None else started + max_duration
-    keys = Keys(settings.person_key, settings.flag_key)
     with using(settings, stores) as s, tempfile.TemporaryFile("w+", encoding="utf-8") as spill:
         # The spill holds which person is in which photo; TemporaryFile is mode
         # 0600 and has no name, so nothing is left behind even on kill -9.
+        keys = compared_keys(settings, s.postgres.inspect().rules)
         planner = Planner(spill, keys, options.top)
         report = audit(
             settings,
@@ -148,7 +152,11 @@ def repair(
                         "tool_version": version("reconcile"),
                         "table": report.table,
                         "collection": settings.collection,
-                        "keys": {"person": settings.person_key, "flag": settings.flag_key},
+                        "keys": {
+                            "person": settings.person_key,
+                            "flag": settings.flag_key,
+                            "map": {m.key: m.source for m in settings.map},
+                        },
                         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                     },
                 )

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from reconcile.diff import DRIFT_KINDS, Keys, Kind, ScanStats, diff
+from reconcile.diff import DRIFT_KINDS, Keys, Kind, ScanStats, compared_keys, diff
 from reconcile.errors import ConfigError, ExitCode
-from reconcile.report import SCHEMA_VERSION
+from reconcile.report import KEY_PREFIX, SCHEMA_VERSION
 from reconcile.sampling import PointSpace, RowSpace, as_point_ids, draw
 from reconcile.settings import Settings
 from reconcile.stores import Stores, using
@@ -38,6 +38,7 @@ FACE_KINDS = (
     Kind.WRONG_PERSON,
     Kind.STALE_PERSON,
     Kind.FLAG_MISMATCH,
+    Kind.PAYLOAD_MISMATCH,
     Kind.MISSING_POINT,
     Kind.DUPLICATE_POINT,
 )
@@ -164,6 +165,7 @@ class SampleReport:
 
     def failing(self, kinds: Collection[str] = DRIFT_KINDS) -> ExitCode:
         """DRIFT when the sample holds any drift of `kinds`, else OK."""
+        sample_fail_on(kinds)
         return ExitCode.DRIFT if any(self.estimates[k].hits for k in kinds) else ExitCode.OK
 
     @property
@@ -191,13 +193,13 @@ def sample_audit(
     if seed is None:
         seed = secrets.randbits(63)
     started = time.monotonic()
-    keys = Keys(settings.person_key, settings.flag_key)
     # Separate streams, so that one side's draw does not shift the other's.
     # Sampling needs repeatable draws, not secrets: a seeded Mersenne Twister is right.
     face_rng = random.Random(f"{seed}:faces")  # noqa: S311
     point_rng = random.Random(f"{seed}:points")  # noqa: S311
     with using(settings, stores) as s:
         info = s.postgres.inspect()
+        keys = compared_keys(settings, info.rules)
         s.qdrant.require_collection()
         started_at = s.postgres.now()
         integer = info.point_type != "uuid"
@@ -240,6 +242,15 @@ def sample_audit(
     )
 
 
+def sample_fail_on(kinds: Collection[str]) -> None:
+    """Refuse `--fail-on key:NAME`: a sample estimates kinds, not keys."""
+    if any(k.startswith(KEY_PREFIX) for k in kinds):
+        raise ConfigError(
+            "--fail-on key:NAME needs the per-key counts of a scan or a targeted run; "
+            "a sample estimates kinds only: use payload_mismatch with --sample"
+        )
+
+
 # --- classifying them --------------------------------------------------------------
 
 
@@ -279,4 +290,4 @@ def _classify(
     return tally, vanished
 
 
-__all__ = ["Estimate", "SampleReport", "SideReport", "sample_audit", "wilson"]
+__all__ = ["Estimate", "SampleReport", "SideReport", "sample_audit", "sample_fail_on", "wilson"]

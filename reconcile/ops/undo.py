@@ -2,7 +2,9 @@
 
 The journal's header names the table, the collection and the payload keys the
 repair wrote; undo takes them from there, so the hint a repair prints
-(`reconcile undo JOURNAL`) works as printed. A setting someone chose (a flag,
+(`reconcile undo JOURNAL`) works as printed. The mapped keys (`--map`) come from
+the journal too, whatever the settings say: the settings' map may have grown
+since, and only the keys the journal holds can be restored. A setting someone chose (a flag,
 the environment, a file; in the library, a value other than the default) that
 contradicts the journal is refused rather than silently overridden: it is the
 sign of a wrong journal or a wrong environment.
@@ -23,13 +25,13 @@ from typing import Any
 from reconcile import log
 from reconcile.apply import Held, Hooks, lock_points, same
 from reconcile.config import DEFAULT
-from reconcile.diff import Keys, batched
+from reconcile.diff import Keys, batched, compared_keys
 from reconcile.errors import ConfigError, ExitCode, StoreError
 from reconcile.journal import JournalReader, mark_undone
 from reconcile.plan import RepairOptions
 from reconcile.report import SCHEMA_VERSION
 from reconcile.scan import Progress
-from reconcile.settings import Settings
+from reconcile.settings import Settings, maps_of
 from reconcile.stores import Stores, using
 from reconcile.stores.base import DeleteKeys, PayloadOp, PointId, Row, SetKeys
 
@@ -45,6 +47,7 @@ _RECORDED = {
 def _recorded(header: Mapping[str, Any], journal: Path) -> dict[str, Any]:
     """The table, collection and payload keys the journal was written with."""
     keys = header.get("keys")
+    mapped = keys.get("map", {}) if isinstance(keys, dict) else {}
     found = {
         "table": header.get("table"),
         "collection": header.get("collection"),
@@ -57,6 +60,13 @@ def _recorded(header: Mapping[str, Any], journal: Path) -> dict[str, Any]:
             f"journal {journal} has a damaged header (table, collection or payload keys): "
             "pass a journal written by `reconcile repair`"
         )
+    try:
+        found["map"] = maps_of(mapped)
+    except ConfigError:
+        raise ConfigError(
+            f"journal {journal} has a damaged header (its map of payload keys): "
+            "pass a journal written by `reconcile repair`"
+        ) from None
     return found
 
 
@@ -192,12 +202,11 @@ def undo(
     if stores is not None:
         _check_stores(stores.settings, settings, journal)
     reader = JournalReader(journal)
-    keys = Keys(settings.person_key, settings.flag_key)
     if confirm is not None and not dry_run and not confirm(sum(1 for _ in reader.changes())):
         raise ConfigError("undo not confirmed: nothing was written")
     report = UndoReport(str(journal), dry_run, settings.table, settings.collection)
     with using(settings, stores) as s:
-        s.postgres.inspect()
+        keys = compared_keys(settings, s.postgres.inspect().rules)
         s.qdrant.require_collection()
         for batch in batched(reader.changes(), options.batch_size):
             _undo_batch(s, batch, keys, options, report, dry_run)
@@ -212,7 +221,7 @@ def undo(
 
 def _check_stores(opened: Settings, needed: Settings, journal: Path) -> None:
     """Stores a caller opened read the collection and keys they were opened with."""
-    for name, flag in _RECORDED.items():
+    for name, flag in {**_RECORDED, "map": "--map"}.items():
         if getattr(opened, name) != getattr(needed, name):
             raise ConfigError(
                 f"the stores given were opened with {flag} {_shown(getattr(opened, name))}, "

@@ -24,6 +24,8 @@ class Row(NamedTuple):
     face_id: str
     person_id: PointId | None
     recent: bool = False  # changed within the grace window: not judged, not repaired
+    # The --map columns' canonical payload values, in the order of Settings.map (None: NULL).
+    values: tuple[Any, ...] = ()
 
 
 class Point(NamedTuple):

@@ -24,6 +24,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from reconcile.errors import ConfigError, LockHeld, StoreError
+from reconcile.mapping import Rule, rule_for
 from reconcile.settings import Settings, mask_url, sqlalchemy_url, table_parts
 from reconcile.stores.base import KeyRange, PointId, Row, first_line, point_order
 
@@ -64,6 +65,9 @@ class TableInfo:
     id_type: str
     point_indexed: bool
     updated_type: str | None = None  # the --updated-column's type, None when absent
+    # Each --map's column type and rule, in the order of Settings.map (and Row.values).
+    mapped_types: tuple[str, ...] = ()
+    rules: tuple[Rule, ...] = ()
 
 
 class Postgres:
@@ -85,24 +89,35 @@ class Postgres:
         # building a uuid.UUID per value and printing it back cost a third of a scan.
         sa.event.listen(self.engine, "connect", _uuids_as_text)
         self.info: TableInfo | None = None
+        self._loads: list[tuple[int, Any]] = []  # (index in Row.values, rule.load)
         self._bind(sa.types.NullType(), sa.types.NullType())
 
     def _bind(self, point: sa.types.TypeEngine[Any], face: sa.types.TypeEngine[Any]) -> None:
         """Build the table expression; typed columns let ids given as strings bind."""
         s = self.settings
         schema, name = table_parts(s.table)
+        named = {s.point_column, s.person_column, s.id_column, s.updated_column}
         self.table = sa.table(
             name,
             sa.column(s.point_column, point),
             sa.column(s.person_column),
             sa.column(s.id_column, face),
             sa.column(s.updated_column, sa.DateTime(timezone=True)),
+            *(sa.column(c) for c in dict.fromkeys(m.column for m in s.map) if c not in named),
             schema=schema,
         )
         self._point = self.table.c[s.point_column]
         self._person = self.table.c[s.person_column]
         self._id = self.table.c[s.id_column]
         self._updated = self.table.c[s.updated_column]
+        # The mapped columns, as their text form where the map says ::text; labelled
+        # by position, since one column may be mapped to two keys.
+        self._mapped = [
+            (sa.cast(self.table.c[m.column], sa.Text) if m.text else self.table.c[m.column]).label(
+                f"mapped_{n}"
+            )
+            for n, m in enumerate(s.map)
+        ]
 
     def close(self) -> None:
         self.engine.dispose()
@@ -188,6 +203,18 @@ class Postgres:
                         f"column {qualified}.{column} has type {columns[column][0]}, "
                         f"expected one of {', '.join(sorted(allowed))}: set {flag}"
                     )
+            rules: list[Rule] = []
+            for m in s.map:
+                if m.column not in columns:
+                    problems.append(
+                        f"column {m.column!r} of --map {m.key}={m.source} not found in "
+                        f"{qualified} (columns: {', '.join(sorted(columns))})"
+                    )
+                    continue
+                try:
+                    rules.append(rule_for(m.column, columns[m.column][0], m.text, qualified))
+                except ConfigError as exc:
+                    problems.append(str(exc))
             if problems:
                 raise ConfigError("; ".join(problems))
             indexed = bool(
@@ -204,6 +231,7 @@ class Postgres:
             )
         self._bind(_sql_type(columns[s.point_column][0]), _sql_type(columns[s.id_column][0]))
         updated = columns.get(s.updated_column, ("", 0))[0]
+        self._loads = [(n, r.load) for n, r in enumerate(rules) if r.load is not None]
         return TableInfo(
             name=qualified,
             point_type=columns[s.point_column][0],
@@ -211,6 +239,8 @@ class Postgres:
             id_type=columns[s.id_column][0],
             point_indexed=indexed,
             updated_type=updated or None,
+            mapped_types=tuple(columns[m.column][0] for m in s.map),
+            rules=tuple(rules),
         )
 
     def count(self) -> int:
@@ -240,7 +270,7 @@ class Postgres:
         key_range = key_range or KeyRange()
         after: PointId | None = None
         limit = self.settings.page_size * CHUNK_PAGES
-        base = sa.select(self._point, self._id, self._person, self._recent())
+        base = sa.select(self._point, self._id, self._person, self._recent(), *self._mapped)
         while True:
             stmt = base.where(self._point.is_not(None))
             if after is not None:
@@ -290,6 +320,7 @@ class Postgres:
         """
         info = self.inspect()
         types = [_copy_type(info.point_type), "text", _copy_type(info.person_type), "bool"]
+        types += [rule.copy_type for rule in info.rules]
         compiled = stmt.compile(dialect=self.engine.dialect)
         # Identifiers are plain (settings.check_identifier), so the statement holds
         # no % that psycopg would need to unescape when there are no params.
@@ -300,13 +331,30 @@ class Postgres:
             try:
                 with raw.cursor() as cur, cur.copy(query, compiled.params) as copy:
                     copy.set_types(types)
-                    for point, face, person, recent in copy.rows():
-                        yield Row(point, face, person, recent)
+                    if not info.rules:
+                        for point, face, person, recent in copy.rows():
+                            yield Row(point, face, person, recent)
+                    else:
+                        yield from self._with_values(copy.rows())
             finally:
                 if raw.broken:
                     # The session is gone. SQLAlchemy did not see the error (it came
                     # from the raw connection), so tell its pool not to reuse it.
                     conn.invalidate()
+
+    def _with_values(self, records: Iterator[tuple[Any, ...]]) -> Iterator[Row]:
+        """Rows with their mapped columns' canonical values (`Row.values`)."""
+        loads = self._loads
+        for record in records:
+            values = record[4:]
+            if loads:
+                # Only timestamps need a step after psycopg's decoding (to isoformat).
+                changed = list(values)
+                for n, load in loads:
+                    if changed[n] is not None:
+                        changed[n] = load(changed[n])
+                values = tuple(changed)
+            yield Row(record[0], record[1], record[2], record[3], values)
 
     def point_bounds(self) -> tuple[int, int] | None:
         """min and max of an integer point column (index probes), None when empty."""
@@ -348,15 +396,22 @@ class Postgres:
         application transaction holds (it will write Qdrant itself); WAIT waits for
         them, up to the transaction's lock_timeout.
         """
-        stmt = sa.select(self._point, self._id, self._person, self._recent()).where(
-            self._point.in_(point_ids)
-        )
+        rules = self.inspect().rules
+        stmt = sa.select(
+            self._point, self._id, self._person, self._recent(), *self._mapped
+        ).where(self._point.in_(point_ids))
         if lock is not LockMode.NONE:
             stmt = stmt.with_for_update(read=True, skip_locked=lock is LockMode.SKIP_LOCKED)
         with self._errors("locking rows"):
             return [
-                Row(_point_value(point), str(face), _point_value(person), recent)
-                for point, face, person, recent in conn.execute(stmt)
+                Row(
+                    _point_value(record[0]),
+                    str(record[1]),
+                    _point_value(record[2]),
+                    record[3],
+                    tuple(rule.canonical(v) for rule, v in zip(rules, record[4:], strict=True)),
+                )
+                for record in conn.execute(stmt)
             ]
 
     def points_of_faces(self, face_ids: list[str]) -> dict[str, PointId | None]:
@@ -484,3 +539,152 @@ def _point_value(value: Any) -> PointId | None:
     if value is None or isinstance(value, PointId):
         return value
     return str(value)
+
+
+# Integrator: move this import up to `from collections.abc import Iterator`.
+from collections.abc import Sequence  # noqa: E402
+
+RELATION_KINDS = {
+    "r": "table",
+    "p": "partitioned table",
+    "v": "view",
+    "m": "materialized view",
+    "f": "foreign table",
+    "i": "index",
+    "I": "partitioned index",
+    "S": "sequence",
+    "t": "TOAST table",
+    "c": "composite type",
+}
+# PostgreSQL's refusals to lock rows: 0A000 for an outer join's nullable side, GROUP BY,
+# DISTINCT, aggregates and window functions; 42809 for a materialized view.
+_LOCK_REFUSED = {"0A000", "42809"}
+_LOCKABLE = (
+    "repair needs a view whose rows PostgreSQL can lock — inner joins only, no GROUP BY, "
+    "DISTINCT, aggregate, window function, UNION or materialized WITH query — or the table itself"
+)
+_OVERWRITE = "repair could overwrite a change made meanwhile"
+
+
+def relation_kind(conn: sa.Connection, oid: int) -> str:
+    """'table', 'view', 'materialized view', 'partitioned table', 'foreign table' … from
+    pg_class.relkind."""
+    kind = conn.execute(
+        sa.text("SELECT relkind FROM pg_class WHERE oid = CAST(:oid AS oid)"), {"oid": oid}
+    ).scalar()
+    if kind is None:
+        raise StoreError(f"relation {oid} was dropped while it was being checked: run again")
+    return RELATION_KINDS.get(kind, f"relation of kind {kind!r}")
+
+
+def view_lock_problems(conn: sa.Connection, qualified: str, columns: Sequence[str]) -> list[str]:
+    """Why repair cannot lock this view's rows so that they cover every column in `columns`;
+    [] when it can. One line per problem.
+
+    Repair selects the rows FOR SHARE (SKIP LOCKED) through the view. PostgreSQL (15 to
+    18) then locks the row of every table the view joins, and a column computed from
+    those rows is covered. Reported, all from plans, nothing executed, each statement in
+    a savepoint that is rolled back (so no lock outlives the check):
+
+    - FOR SHARE refused (outer join, GROUP BY, DISTINCT, aggregate, window function):
+      found by planning the FOR SHARE select. Not with `WHERE false`: a provably empty
+      query is planned without the view's subquery, so GROUP BY and DISTINCT pass.
+    - a materialized view: PostgreSQL refuses to lock its rows, and they are a copy
+      refreshed by hand, so a repair would write stale values even if it could.
+    - FOR SHARE accepted but some rows not locked: PostgreSQL copies rather than locks
+      the rows of a UNION (also UNION ALL) and of a materialized WITH query, silently.
+      Found in the locked plan: a locked table's scan outputs its `ctid`; a table
+      scanned without it, or a `CTE Scan`, is unlocked.
+    - a column computed by a subquery (EXISTS, a scalar subquery, correlated or not):
+      its table is read, not locked. Found per column: a plan of that column alone
+      that has more SubPlan/InitPlan nodes than a plan of no column at all (those
+      belong to the view's WHERE). Counted from the plan's tree rather than read from
+      its text, because the text differs by version (15 prints an InitPlan's value as
+      `$0`, 17 as `(InitPlan 1).col1`) and a view PostgreSQL cannot flatten (one with a
+      WITH clause) shows only `v.column` at the top.
+
+    Not detected: a function in a column that reads another table (EXPLAIN shows the
+    call, not what it reads; PostgreSQL does not inline a SQL function with a
+    subquery); rows from a function or VALUES in FROM; subqueries in the view's WHERE
+    or join conditions (they choose rows, not the values repair writes: an EXISTS turned
+    into a semi-join is fetched by ctid but not locked); whether a foreign table under
+    the view is locked (the FDW's business). The view is checked as it is now.
+
+    `qualified` is the name as the user wrote it (validated plain identifiers, quoted
+    here again). A missing column raises the driver's error: check columns first.
+    """
+    schema, name = table_parts(qualified)
+    columns = list(dict.fromkeys(columns))
+    view = sa.table(name, *(sa.column(c) for c in columns), schema=schema)
+    oid = conn.execute(
+        sa.text("SELECT CAST(to_regclass(:name) AS oid)"),
+        {"name": conn.dialect.identifier_preparer.format_table(view)},
+    ).scalar()
+    if oid is None:
+        return [f"{qualified} not found in the database: set --table"]
+    if relation_kind(conn, oid) == "materialized view":
+        return [
+            f"{qualified} is a materialized view: its rows are a copy, refreshed by hand, and "
+            "PostgreSQL cannot lock them; point --table at the table"
+        ]
+    select = sa.select(*(view.c[c] for c in columns))
+    _explain(conn, select)  # a missing column is not a lock problem: let it raise
+    try:
+        locked = _explain(conn, select.with_for_update(read=True, skip_locked=True))
+    except DBAPIError as exc:
+        if getattr(exc.orig, "sqlstate", None) not in _LOCK_REFUSED:
+            raise
+        detail = first_line(exc.orig) if exc.orig else str(exc)
+        return [f"view {qualified} cannot be locked FOR SHARE ({detail}): {_LOCKABLE}"]
+    problems = [
+        f"view {qualified} reads {what} without locking its rows (FOR SHARE copies the rows "
+        f"of a UNION and of a materialized WITH query): {_OVERWRITE}; {_LOCKABLE}"
+        for what in dict.fromkeys(_unlocked(locked))
+    ]
+    baseline = _subplans(_explain(conn, sa.select(sa.true()).select_from(view)))
+    problems += [
+        f"view {qualified} computes column {column} with a subquery, which FOR SHARE does not "
+        f"lock: {_OVERWRITE}; bring it in by an inner join, or leave it out of --map"
+        for column in columns
+        if _subplans(_explain(conn, sa.select(view.c[column]))) > baseline
+    ]
+    return problems
+
+
+def _explain(conn: sa.Connection, stmt: sa.Select[Any]) -> dict[str, Any]:
+    """The top node of the statement's verbose plan; planned only, in a rolled-back savepoint."""
+    # Identifiers are plain (settings.check_identifier) and the statement has no
+    # parameters, so its text holds no % for the driver to read as a placeholder.
+    sql = f"EXPLAIN (VERBOSE, FORMAT JSON) {stmt.compile(dialect=conn.dialect)}"
+    savepoint = conn.begin_nested()
+    try:
+        plan = conn.exec_driver_sql(sql).scalar_one()
+    finally:
+        # Rolled back even on success: the relation locks planning took go with it.
+        savepoint.rollback()
+    top: dict[str, Any] = plan[0]["Plan"]
+    return top
+
+
+def _unlocked(node: dict[str, Any]) -> Iterator[str]:
+    """What the locked plan reads without locking: tables scanned without their ctid
+    (FOR SHARE copied their rows) and WITH queries PostgreSQL materialized."""
+    if node.get("Parent Relationship") in {"SubPlan", "InitPlan"}:
+        return  # subqueries are judged per column; a WITH query by its CTE Scan
+    if "Relation Name" in node and not any(
+        str(out).endswith(".ctid") for out in node.get("Output", [])
+    ):
+        schema = node.get("Schema")  # always there in a VERBOSE plan
+        yield f"table {schema + '.' if schema else ''}{node['Relation Name']}"
+    if node.get("Node Type") == "CTE Scan":
+        yield f"WITH query {node.get('CTE Name', node.get('Alias', '?'))}"
+    for child in node.get("Plans", []):
+        yield from _unlocked(child)
+
+
+def _subplans(node: dict[str, Any]) -> int:
+    """SubPlan and InitPlan nodes in a plan, a materialized WITH query's own left out."""
+    own = node.get("Parent Relationship") in {"SubPlan", "InitPlan"} and not str(
+        node.get("Subplan Name", "")
+    ).startswith("CTE ")
+    return int(own) + sum(_subplans(child) for child in node.get("Plans", []))

@@ -53,6 +53,7 @@ def test_every_kind_found_and_charged(world: World, tmp_path: Path) -> None:
         "wrong_person": 1,
         "stale_person": 2,
         "flag_mismatch": 1,
+        "payload_mismatch": 0,
         "missing_point": 1,
         "orphan_point": 1,
         "duplicate_point": 1,

@@ -22,6 +22,9 @@ def test_dry_run_writes_nothing(world: World) -> None:
         "set_person": 3,
         "clear_person": 2,
         "set_flag": 2,
+        "set_payload": 0,
+        # The flag is written with the person where both differ: 4 flags, 2 of them alone.
+        "keys": {"person_id": {"set": 3, "clear": 2}, "is_assigned": {"set": 4, "clear": 0}},
         "persons": 3,
         "persons_exact": True,
         "requests": 1,
@@ -40,6 +43,7 @@ def test_repair_fixes_everything_repairable_and_touches_only_its_keys(world: Wor
         "wrong_person": 0,
         "stale_person": 0,
         "flag_mismatch": 0,
+        "payload_mismatch": 0,
         "missing_point": 1,
         "orphan_point": 1,
         "duplicate_point": 0,

@@ -205,10 +205,13 @@ def test_every_setting_can_be_written_in_a_config_file(tmp_path: Path) -> None:
         if value is None:
             continue
         literal = f'"{value}"' if isinstance(value, str) else repr(value).lower()
+        if field.name == "map":  # a table, not a scalar
+            literal = '{ cluster_id = "cluster_id", asset_id = "asset_id::text" }'
         lines.append(f"{field.name.replace('_', '-')} = {literal}")
     config = load_config(write(tmp_path, "all.toml", "\n".join(lines) + "\n"))
     settings, _ = resolve({}, {"QDRANT_PATH": "/q"}, {}, config)
-    assert settings == Settings(database_url=DB, qdrant_path="/q")
+    mapped = {"cluster_id": "cluster_id", "asset_id": "asset_id::text"}
+    assert settings == Settings(database_url=DB, qdrant_path="/q", map=mapped)
 
 
 def test_malformed_toml_names_the_file_and_line(tmp_path: Path) -> None:
