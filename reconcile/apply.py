@@ -20,7 +20,7 @@ from typing import IO, Any
 import sqlalchemy as sa
 
 from reconcile.diff import Keys, Kind, Tallied, classify, compared_keys
-from reconcile.errors import StoreError
+from reconcile.errors import ConfigError, StoreError
 from reconcile.journal import JournalWriter, NullJournal
 from reconcile.plan import RepairOptions, spilled_batches
 from reconcile.scan import Progress
@@ -119,6 +119,14 @@ class _Write:
 def same(a: dict[str, Any], b: dict[str, Any]) -> bool:
     """Payload equality that tells 1 from true and 1.0 from 1, as JSON does."""
     return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+def refuse_unlocked(stores: Stores, doing: str = "repair") -> None:
+    """Refuse to write through a view whose row locks would not cover every compared
+    value: the protocol's recheck would then read a value no lock holds still."""
+    problems = stores.postgres.lock_problems()
+    if problems:
+        raise ConfigError(f"{doing} refused: {'; '.join(problems)}")
 
 
 class Held(Enum):
@@ -375,6 +383,7 @@ __all__ = [
     "Tallies",
     "group_writes",
     "lock_points",
+    "refuse_unlocked",
     "same",
     "target",
 ]

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from reconcile.errors import ConfigError, ExitCode
+from reconcile.mapping import KeyMap
 from reconcile.report import SCHEMA_VERSION
 from reconcile.settings import Settings
 from reconcile.stores import Stores, using
@@ -21,6 +22,7 @@ class CheckReport:
     points: int | None
     keys_found: dict[str, bool]
     problems: list[str]
+    mapped: tuple[KeyMap, ...] = ()  # the --map entries, for the table's `mapped`
 
     @property
     def exit_code(self) -> ExitCode:
@@ -38,6 +40,11 @@ class CheckReport:
                 "person_type": t.person_type,
                 "id_type": t.id_type,
                 "point_indexed": t.point_indexed,
+                "kind": t.kind,
+                "mapped": {
+                    m.key: {"column": m.source, "type": pg_type}
+                    for m, pg_type in zip(self.mapped, t.mapped_types, strict=True)
+                },
             },
             "rows": self.rows,
             "points": self.points,
@@ -55,27 +62,42 @@ def check(settings: Settings, stores: Stores | None = None) -> CheckReport:
         try:
             table = s.postgres.inspect()
             rows = s.postgres.count()
-            if not table.point_indexed:
+            if not table.point_indexed and table.kind != "table":
+                problems.append(
+                    f"{table.kind} {table.name} is read in {settings.point_column} order by "
+                    "sorting all of it, not through an index: index the column it comes from "
+                    "in the base table (CREATE INDEX ON TABLE (COLUMN)), and keep the view's "
+                    "joins on indexed keys"
+                )
+            elif not table.point_indexed:
                 problems.append(
                     f"no index on {table.name}.{settings.point_column}: the ordered scan "
                     f"would sort the whole table; CREATE INDEX ON {table.name} "
                     f"({settings.point_column})"
                 )
+            problems.extend(s.postgres.lock_problems())
         except ConfigError as exc:
             problems.append(str(exc))
         try:
             s.qdrant.require_collection()
             points = s.qdrant.count()
+            columns = {m.key: m.column for m in settings.map}
             for key in settings.keys:
                 keys_found[key] = s.qdrant.has_key(key)
-                if not keys_found[key] and points:
-                    problems.append(
-                        f"no point in {settings.collection!r} holds payload key {key!r}: "
-                        "check --person-key / --flag-key"
-                    )
+                if keys_found[key] or not points:
+                    continue
+                # A mapped column that is NULL everywhere (no cluster yet) is in sync
+                # with a key that no point holds.
+                column = columns.get(key)
+                if column is not None and table is not None and not s.postgres.has_value(column):
+                    continue
+                problems.append(
+                    f"no point in {settings.collection!r} holds payload key {key!r}: "
+                    "check --person-key / --flag-key / --map"
+                )
         except ConfigError as exc:
             problems.append(str(exc))
-    return CheckReport(table, rows, points, keys_found, problems)
+    return CheckReport(table, rows, points, keys_found, problems, settings.map)
 
 
 __all__ = ["CheckReport", "check"]

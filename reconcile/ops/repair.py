@@ -14,7 +14,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from reconcile.apply import Hooks, Repairer, Stop, Tallies
+from reconcile.apply import Hooks, Repairer, Stop, Tallies, refuse_unlocked
 from reconcile.diff import DRIFT_KINDS, REPAIRABLE, Kind, compared_keys
 from reconcile.errors import ConfigError, ExitCode, GuardError
 from reconcile.journal import JournalWriter, NullJournal, default_path
@@ -116,6 +116,7 @@ def repair(
         # The spill holds which person is in which photo; TemporaryFile is mode
         # 0600 and has no name, so nothing is left behind even on kill -9.
         keys = compared_keys(settings, s.postgres.inspect().rules)
+        refuse_unlocked(s)
         planner = Planner(spill, keys, options.top)
         report = audit(
             settings,

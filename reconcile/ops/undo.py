@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from reconcile import log
-from reconcile.apply import Held, Hooks, lock_points, same
+from reconcile.apply import Held, Hooks, lock_points, refuse_unlocked, same
 from reconcile.config import DEFAULT
 from reconcile.diff import Keys, batched, compared_keys
 from reconcile.errors import ConfigError, ExitCode, StoreError
@@ -207,6 +207,7 @@ def undo(
     report = UndoReport(str(journal), dry_run, settings.table, settings.collection)
     with using(settings, stores) as s:
         keys = compared_keys(settings, s.postgres.inspect().rules)
+        refuse_unlocked(s, "undo")
         s.qdrant.require_collection()
         for batch in batched(reader.changes(), options.batch_size):
             _undo_batch(s, batch, keys, options, report, dry_run)

@@ -1,16 +1,17 @@
 """PostgreSQL adapter: validate the mapping and stream face rows by point id.
 
-Longer than the other modules (about 480 lines) on purpose: it is the one place
+Longer than the other modules (about 780 lines) on purpose: it is the one place
 that speaks SQL, as reladiff keeps one module per database. What is here is the
 table's check, the chunked COPY stream, the locked lookups of repair and undo,
-and the run lock; splitting it would spread one table's statements over files.
+the run lock, and whether a view can be locked (at the end); splitting it would
+spread one table's statements over files.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -65,6 +66,7 @@ class TableInfo:
     id_type: str
     point_indexed: bool
     updated_type: str | None = None  # the --updated-column's type, None when absent
+    kind: str = "table"  # or "view", "materialized view", … (relation_kind)
     # Each --map's column type and rule, in the order of Settings.map (and Row.values).
     mapped_types: tuple[str, ...] = ()
     rules: tuple[Rule, ...] = ()
@@ -217,17 +219,22 @@ class Postgres:
                     problems.append(str(exc))
             if problems:
                 raise ConfigError("; ".join(problems))
-            indexed = bool(
-                conn.execute(
-                    sa.text(
-                        "SELECT EXISTS (SELECT 1 FROM pg_index i "
-                        "JOIN pg_class ic ON ic.oid = i.indexrelid "
-                        "JOIN pg_am am ON am.oid = ic.relam "
-                        "WHERE i.indrelid = :oid AND i.indkey[0] = :attnum "
-                        "AND i.indpred IS NULL AND am.amname = 'btree')"
-                    ),
-                    {"oid": oid, "attnum": columns[s.point_column][1]},
-                ).scalar()
+            kind = relation_kind(conn, oid)
+            indexed = (
+                self._ordered_by_index(conn)
+                if kind != "table"
+                else bool(
+                    conn.execute(
+                        sa.text(
+                            "SELECT EXISTS (SELECT 1 FROM pg_index i "
+                            "JOIN pg_class ic ON ic.oid = i.indexrelid "
+                            "JOIN pg_am am ON am.oid = ic.relam "
+                            "WHERE i.indrelid = :oid AND i.indkey[0] = :attnum "
+                            "AND i.indpred IS NULL AND am.amname = 'btree')"
+                        ),
+                        {"oid": oid, "attnum": columns[s.point_column][1]},
+                    ).scalar()
+                )
             )
         self._bind(_sql_type(columns[s.point_column][0]), _sql_type(columns[s.id_column][0]))
         updated = columns.get(s.updated_column, ("", 0))[0]
@@ -240,8 +247,46 @@ class Postgres:
             point_indexed=indexed,
             updated_type=updated or None,
             mapped_types=tuple(columns[m.column][0] for m in s.map),
+            kind=kind,
             rules=tuple(rules),
         )
+
+    def _ordered_by_index(self, conn: sa.Connection) -> bool:
+        """Whether PostgreSQL reads a view (or a partitioned or foreign table) in point
+        order through an index, as the scan's chunks do, rather than sorting it all."""
+        stmt = (
+            sa.select(self.table.c[self.settings.point_column])
+            .where(self.table.c[self.settings.point_column].is_not(None))
+            .order_by(self.table.c[self.settings.point_column])
+            .limit(self.settings.page_size * CHUNK_PAGES)
+        )
+        compiled = stmt.compile(dialect=self.engine.dialect, compile_kwargs={"literal_binds": True})
+        # Whether an index CAN give the order, whatever the size today: with sorts and
+        # sequential scans priced out, a plan still sorts only when no index serves. The
+        # savepoint's rollback restores the planner settings.
+        nested = conn.begin_nested()
+        try:
+            conn.execute(
+                sa.text(
+                    "SELECT set_config('enable_sort', 'off', true), "
+                    "set_config('enable_seqscan', 'off', true)"
+                )
+            )
+            plan = "\n".join(row[0] for row in conn.execute(sa.text(f"EXPLAIN {compiled}")))
+        finally:
+            nested.rollback()
+        return "Index" in plan and "Sort" not in plan
+
+    def lock_problems(self) -> list[str]:
+        """Why repair's row locks would not cover every compared value: [] for a table;
+        for a view, `view_lock_problems` (one line each)."""
+        info = self.inspect()
+        if info.kind not in {"view", "materialized view"}:
+            return []
+        s = self.settings
+        columns = [s.point_column, s.id_column, s.person_column, *(m.column for m in s.map)]
+        with self.reading("checking the view's row locks") as conn:
+            return view_lock_problems(conn, s.table, list(dict.fromkeys(columns)))
 
     def count(self) -> int:
         with self.reading("counting rows") as conn:
@@ -356,6 +401,12 @@ class Postgres:
                 values = tuple(changed)
             yield Row(record[0], record[1], record[2], record[3], values)
 
+    def has_value(self, column: str) -> bool:
+        """Whether some row holds a non-NULL value in `column` (a column of the table)."""
+        stmt = sa.select(sa.exists().where(self.table.c[column].is_not(None)))
+        with self.reading(f"looking for values in {column}") as conn:
+            return bool(conn.execute(stmt).scalar())
+
     def point_bounds(self) -> tuple[int, int] | None:
         """min and max of an integer point column (index probes), None when empty."""
         stmt = sa.select(sa.func.min(self._point), sa.func.max(self._point))
@@ -397,9 +448,9 @@ class Postgres:
         them, up to the transaction's lock_timeout.
         """
         rules = self.inspect().rules
-        stmt = sa.select(
-            self._point, self._id, self._person, self._recent(), *self._mapped
-        ).where(self._point.in_(point_ids))
+        stmt = sa.select(self._point, self._id, self._person, self._recent(), *self._mapped).where(
+            self._point.in_(point_ids)
+        )
         if lock is not LockMode.NONE:
             stmt = stmt.with_for_update(read=True, skip_locked=lock is LockMode.SKIP_LOCKED)
         with self._errors("locking rows"):
@@ -471,6 +522,44 @@ class Postgres:
                 found[value] = int(n)
             return found
 
+    # --- `check --suggest-map`: whole rows, every column ----------------------------------
+
+    def whole_rows(self, point_ids: list[PointId]) -> tuple[dict[str, str], list[dict[str, Any]]]:
+        """Every column's type (format_type, in the table's order) and the rows naming
+        these points with every column, as the driver decodes them (as `select_rows`
+        reads mapped columns: uuids as text)."""
+        info = self.inspect()  # the table, its point column and that column's type
+        schema, name = table_parts(self.settings.table)
+        point = self.settings.point_column
+        integer = info.point_type != "uuid"
+        # An id of the other kind names no row, and would not bind to the column's type.
+        wanted = [p for p in point_ids if isinstance(p, int) == integer]
+        with self.reading("reading sample rows") as conn:
+            types = {
+                str(column): str(pg_type)
+                for column, pg_type in conn.execute(
+                    sa.text(
+                        "SELECT attname, format_type(atttypid, NULL) FROM pg_attribute "
+                        "WHERE attrelid = to_regclass(:name) AND attnum > 0 "
+                        "AND NOT attisdropped ORDER BY attnum"
+                    ),
+                    {"name": conn.dialect.identifier_preparer.format_table(self.table)},
+                )
+            }
+            table = sa.table(
+                name,
+                *(
+                    sa.column(c, _sql_type(info.point_type) if c == point else sa.types.NullType())
+                    for c in types
+                ),
+                schema=schema,
+            )
+            rows: list[dict[str, Any]] = []
+            for start in range(0, len(wanted), 1000):
+                stmt = sa.select(table).where(table.c[point].in_(wanted[start : start + 1000]))
+                rows += [dict(record._mapping) for record in conn.execute(stmt)]
+        return types, rows
+
 
 @contextmanager
 def advisory_lock(postgres: Postgres, name: str) -> Iterator[None]:
@@ -541,9 +630,6 @@ def _point_value(value: Any) -> PointId | None:
     return str(value)
 
 
-# Integrator: move this import up to `from collections.abc import Iterator`.
-from collections.abc import Sequence  # noqa: E402
-
 RELATION_KINDS = {
     "r": "table",
     "p": "partitioned table",
@@ -561,7 +647,7 @@ RELATION_KINDS = {
 _LOCK_REFUSED = {"0A000", "42809"}
 _LOCKABLE = (
     "repair needs a view whose rows PostgreSQL can lock — inner joins only, no GROUP BY, "
-    "DISTINCT, aggregate, window function, UNION or materialized WITH query — or the table itself"
+    "DISTINCT, aggregate, window function, UNION or WITH query — or the table itself"
 )
 _OVERWRITE = "repair could overwrite a change made meanwhile"
 
@@ -583,32 +669,33 @@ def view_lock_problems(conn: sa.Connection, qualified: str, columns: Sequence[st
 
     Repair selects the rows FOR SHARE (SKIP LOCKED) through the view. PostgreSQL (15 to
     18) then locks the row of every table the view joins, and a column computed from
-    those rows is covered. Reported, all from plans, nothing executed, each statement in
-    a savepoint that is rolled back (so no lock outlives the check):
+    those rows is covered. Reported (statements are planned, never run, each in a
+    savepoint rolled back at once, so no lock outlives the check):
 
     - FOR SHARE refused (outer join, GROUP BY, DISTINCT, aggregate, window function):
-      found by planning the FOR SHARE select. Not with `WHERE false`: a provably empty
-      query is planned without the view's subquery, so GROUP BY and DISTINCT pass.
+      found by planning the FOR SHARE select. Not by running it with `WHERE false`: a
+      provably empty query is planned without the view's subquery, so GROUP BY passes.
     - a materialized view: PostgreSQL refuses to lock its rows, and they are a copy
       refreshed by hand, so a repair would write stale values even if it could.
-    - FOR SHARE accepted but some rows not locked: PostgreSQL copies rather than locks
-      the rows of a UNION (also UNION ALL) and of a materialized WITH query, silently.
-      Found in the locked plan: a locked table's scan outputs its `ctid`; a table
-      scanned without it, or a `CTE Scan`, is unlocked.
+    - a WITH query in the view or in a view it reads: FOR SHARE does not lock its rows,
+      even when PostgreSQL inlines it into a join, and the plan cannot tell: the inlined
+      table is fetched by ctid (for rechecks) exactly like a locked one. Found in the
+      views' stored query trees (pg_rewrite), followed through pg_depend.
+    - FOR SHARE accepted but a table's rows copied, not locked (a UNION, also UNION ALL):
+      found in the locked plan, where that table is scanned without its ctid.
     - a column computed by a subquery (EXISTS, a scalar subquery, correlated or not):
-      its table is read, not locked. Found per column: a plan of that column alone
-      that has more SubPlan/InitPlan nodes than a plan of no column at all (those
-      belong to the view's WHERE). Counted from the plan's tree rather than read from
-      its text, because the text differs by version (15 prints an InitPlan's value as
-      `$0`, 17 as `(InitPlan 1).col1`) and a view PostgreSQL cannot flatten (one with a
-      WITH clause) shows only `v.column` at the top.
+      its table is read, not locked. Found per column: a plan of that column alone with
+      more SubPlan/InitPlan nodes than a plan of no column (those belong to the view's
+      WHERE). Counted in the plan's tree rather than read from its text, which differs
+      by version (15 prints an InitPlan's value as `$0`, 17 as `(InitPlan 1).col1`) and,
+      for a view PostgreSQL plans apart (OFFSET 0, say), shows only `v.column` at the top.
 
     Not detected: a function in a column that reads another table (EXPLAIN shows the
     call, not what it reads; PostgreSQL does not inline a SQL function with a
-    subquery); rows from a function or VALUES in FROM; subqueries in the view's WHERE
-    or join conditions (they choose rows, not the values repair writes: an EXISTS turned
-    into a semi-join is fetched by ctid but not locked); whether a foreign table under
-    the view is locked (the FDW's business). The view is checked as it is now.
+    subquery); rows from a function or VALUES in FROM; subqueries in the view's WHERE or
+    join conditions (they choose rows, not the values repair writes; an EXISTS planned
+    as a semi-join is fetched by ctid but not locked either); whether a foreign table
+    under the view is locked (the FDW's business). The view is checked as it is now.
 
     `qualified` is the name as the user wrote it (validated plain identifiers, quoted
     here again). A missing column raises the driver's error: check columns first.
@@ -637,10 +724,16 @@ def view_lock_problems(conn: sa.Connection, qualified: str, columns: Sequence[st
         detail = first_line(exc.orig) if exc.orig else str(exc)
         return [f"view {qualified} cannot be locked FOR SHARE ({detail}): {_LOCKABLE}"]
     problems = [
-        f"view {qualified} reads {what} without locking its rows (FOR SHARE copies the rows "
-        f"of a UNION and of a materialized WITH query): {_OVERWRITE}; {_LOCKABLE}"
-        for what in dict.fromkeys(_unlocked(locked))
+        f"view {qualified} reads a WITH query{'' if holder == oid else f' (in view {inner})'}, "
+        f"whose rows FOR SHARE does not lock: {_OVERWRITE}; {_LOCKABLE}"
+        for holder, inner in _views_with_ctes(conn, oid)
     ]
+    if not problems:  # a WITH query's rows are copied too: one line for one cause
+        problems = [
+            f"view {qualified} reads table {table} without locking its rows (PostgreSQL "
+            f"copies the rows of a UNION instead): {_OVERWRITE}; {_LOCKABLE}"
+            for table in dict.fromkeys(_copied(locked))
+        ]
     baseline = _subplans(_explain(conn, sa.select(sa.true()).select_from(view)))
     problems += [
         f"view {qualified} computes column {column} with a subquery, which FOR SHARE does not "
@@ -660,26 +753,49 @@ def _explain(conn: sa.Connection, stmt: sa.Select[Any]) -> dict[str, Any]:
     try:
         plan = conn.exec_driver_sql(sql).scalar_one()
     finally:
-        # Rolled back even on success: the relation locks planning took go with it.
+        # Rolled back on success too: the relation locks planning took go with it.
         savepoint.rollback()
     top: dict[str, Any] = plan[0]["Plan"]
     return top
 
 
-def _unlocked(node: dict[str, Any]) -> Iterator[str]:
-    """What the locked plan reads without locking: tables scanned without their ctid
-    (FOR SHARE copied their rows) and WITH queries PostgreSQL materialized."""
+def _views_with_ctes(conn: sa.Connection, oid: int) -> list[tuple[int, str]]:
+    """The view and the views it reads, at any depth, whose query has a WITH query."""
+    # A stored query tree writes a WITH query as a CommonTableExpr node; a rule's
+    # pg_depend rows name the relations its query reads.
+    return [
+        (int(found), str(name))
+        for found, name in conn.execute(
+            sa.text(
+                "WITH RECURSIVE views(oid) AS ("
+                " SELECT CAST(:oid AS oid)"
+                " UNION SELECT d.refobjid FROM views v"
+                " JOIN pg_rewrite r ON r.ev_class = v.oid"
+                " JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid"
+                " AND d.refclassid = 'pg_class'::regclass"
+                " JOIN pg_class c ON c.oid = d.refobjid AND c.relkind = 'v')"
+                " SELECT DISTINCT v.oid, CAST(CAST(v.oid AS regclass) AS text) FROM views v"
+                " JOIN pg_rewrite r ON r.ev_class = v.oid"
+                " WHERE strpos(CAST(r.ev_action AS text), '{COMMONTABLEEXPR ') > 0"
+                " ORDER BY 2"
+            ),
+            {"oid": oid},
+        )
+    ]
+
+
+def _copied(node: dict[str, Any]) -> Iterator[str]:
+    """Tables the locked plan scans without their ctid: FOR SHARE copies their rows."""
     if node.get("Parent Relationship") in {"SubPlan", "InitPlan"}:
-        return  # subqueries are judged per column; a WITH query by its CTE Scan
+        return  # subqueries are judged per column
+    # `ctid` alone when the query reads one relation, else `alias.ctid`.
     if "Relation Name" in node and not any(
-        str(out).endswith(".ctid") for out in node.get("Output", [])
+        out == "ctid" or str(out).endswith(".ctid") for out in node.get("Output", [])
     ):
         schema = node.get("Schema")  # always there in a VERBOSE plan
-        yield f"table {schema + '.' if schema else ''}{node['Relation Name']}"
-    if node.get("Node Type") == "CTE Scan":
-        yield f"WITH query {node.get('CTE Name', node.get('Alias', '?'))}"
+        yield f"{schema + '.' if schema else ''}{node['Relation Name']}"
     for child in node.get("Plans", []):
-        yield from _unlocked(child)
+        yield from _copied(child)
 
 
 def _subplans(node: dict[str, Any]) -> int:
