@@ -165,6 +165,25 @@ class EdgeQdrant:
             records = self.shard.retrieve(list(point_ids), self.keys, False)
         return {point_id(r.id): dict(r.payload or {}) for r in records}
 
+    def payload_sample(self, limit: int) -> list[Point]:
+        """The first `limit` points by id with their whole payload (`check --suggest-map`)."""
+        found: list[Point] = []
+        offset: PointId | None = None
+        while len(found) < limit:
+            request = edge.ScrollRequest(
+                offset=offset,
+                limit=min(self.settings.page_size, limit - len(found)),
+                with_payload=True,
+                with_vector=False,
+            )
+            with self._errors("sampling payloads"):
+                records, following = self.shard.scroll(request)
+            found += [Point(point_id(r.id), dict(r.payload or {})) for r in records]
+            if following is None:
+                break
+            offset = point_id(following)
+        return found
+
     def apply(self, ops: Sequence[PayloadOp]) -> None:
         """All operations, in order; none at all if a point they name does not exist."""
         wanted = {point_id(p) for op in ops for p in op.points}

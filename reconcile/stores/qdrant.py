@@ -224,6 +224,27 @@ class Qdrant:
         )
         return {point_id(r.id): dict(r.payload or {}) for r in records}
 
+    def payload_sample(self, limit: int) -> list[Point]:
+        """The first `limit` points by id with their whole payload (`check --suggest-map`)."""
+        found: list[Point] = []
+        offset: models.ExtendedPointId | None = None
+        while len(found) < limit:
+            records, offset = self._read(
+                "sampling payloads",
+                functools.partial(
+                    self.client.scroll,
+                    self.collection,
+                    limit=min(self.settings.page_size, limit - len(found)),
+                    offset=offset,
+                    with_payload=True,
+                    with_vectors=False,
+                ),
+            )
+            found += [Point(point_id(r.id), dict(r.payload or {})) for r in records]
+            if offset is None:
+                break
+        return found
+
     def apply(self, ops: Sequence[PayloadOp]) -> None:
         """All operations in one request, in order, waiting until they are applied."""
         operations: list[models.UpdateOperation] = [
