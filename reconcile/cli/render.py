@@ -1,7 +1,7 @@
 """All the CLI's output, and the one place that imports Rich: reports, tables, progress.
 
 Reports go to stdout (or to `--output`), as a table for people or JSON for
-machines; messages and progress go to stderr.
+machines; messages and progress go to stderr. The breakdown tables' cells come from `tables`.
 """
 
 from __future__ import annotations
@@ -28,7 +28,9 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
+from reconcile.cli import tables
 from reconcile.cli.options import Format
 from reconcile.diff import REPAIRABLE, Drift, Kind
 from reconcile.ops.check import CheckReport
@@ -39,17 +41,6 @@ from reconcile.ops.sample import SampleReport
 from reconcile.ops.undo import UndoReport
 from reconcile.plan import Plan
 from reconcile.report import AuditReport, PrivateFile, Report
-
-_WHAT = {
-    Kind.IN_SYNC: "payload agrees with PostgreSQL",
-    Kind.MISSING_PERSON: "PostgreSQL has a person, the payload none",
-    Kind.WRONG_PERSON: "both have a person, and they differ",
-    Kind.STALE_PERSON: "PostgreSQL has no person, the payload still has one",
-    Kind.FLAG_MISMATCH: "the flag disagrees with whether the face has a person",
-    Kind.MISSING_POINT: "the row names a point that does not exist",
-    Kind.ORPHAN_POINT: "a point that no row names",
-    Kind.DUPLICATE_POINT: "several rows name the same point",
-}
 
 
 def stdout(width: int | None = None) -> Console:
@@ -146,7 +137,7 @@ def render_audit(report: AuditReport, console: Console) -> None:
         repair = (
             "payload write" if kind in REPAIRABLE else ("-" if kind is Kind.IN_SYNC else "report")
         )
-        counts.add_row(kind.value, f"{n:,}", repair, _WHAT[kind], style=style)
+        counts.add_row(kind.value, f"{n:,}", repair, tables.MEANING[kind], style=style)
     console.print(counts)
     if report.scope != "full":
         console.print(f"scope: {report.scope} (faces looked up directly, no scan)")
@@ -159,25 +150,27 @@ def render_audit(report: AuditReport, console: Console) -> None:
         f"{report.points:,} points in {report.duration_seconds:.1f}s: "
         f"{report.drifted:,} drifted, {report.repairable:,} repairable"
     )
-    if report.top_persons:
-        persons = Table(title="Persons with the most drift", title_justify="left")
-        persons.add_column("person_id")
-        persons.add_column("drifted points", justify="right")
-        for person, n in report.top_persons:
-            persons.add_row(person, f"{n:,}")
-        console.print(persons)
-        if not report.top_persons_exact:
-            most = max(report.top_persons_error.values(), default=0)
-            bound = (
-                "still exact"
-                if most == 0
-                else f"upper bounds, each at most {most:,} too high (its error in --format json)"
-            )
-            console.print(
-                f"more than {report.persons_capacity:,} persons drifted: these counts are {bound}"
-            )
+    for grid in tables.audit_breakdowns(report):
+        draw(grid, console)
     if report.details:
         console.print(f"details: {report.details}")
+
+
+def draw(grid: tables.Grid, console: Console) -> None:
+    """A breakdown table: names and values are data (a cluster may be called `[red]`),
+    never markup."""
+    # The title on a line of its own, styled as Rich styles a table's: as a table title
+    # Rich would wrap it to the width of the (narrow) columns.
+    console.print(Text(grid.title, style="table.title"))
+    table = Table()
+    table.add_column(grid.columns[0], overflow="fold")
+    for name in grid.columns[1:]:
+        table.add_column(name, justify="right", no_wrap=True)
+    for row in grid.rows:
+        table.add_row(*(Text(cell) for cell in row))
+    console.print(table)
+    for note in grid.notes:
+        console.print(note, markup=False, highlight=False)
 
 
 def render_check(report: CheckReport, console: Console) -> None:
@@ -188,6 +181,13 @@ def render_check(report: CheckReport, console: Console) -> None:
             f"{' (indexed)' if t.point_indexed else ' (NOT indexed)'}, "
             f"person column {t.person_type}, id column {t.id_type}"
         )
+        if report.mapped:
+            mapped = zip(report.mapped, t.mapped_types, strict=True)
+            console.print(
+                "mapped keys: " + ", ".join(f"{m.key}={m.source} ({ty})" for m, ty in mapped),
+                markup=False,
+                highlight=False,
+            )
     if report.points is not None:
         keys = ", ".join(
             f"{k} {'found' if ok else 'NOT found'}" for k, ok in report.keys_found.items()
@@ -255,20 +255,10 @@ def progress(label: str, enabled: bool) -> Iterator[Display]:
 
 
 def render_plan(plan: Plan, console: Console) -> None:
-    if plan.by_person:
-        table = Table(title="Repair plan by person (largest first)", title_justify="left")
-        table.add_column("person_id")
-        for name in ("set person", "clear person", "fix flag"):
-            table.add_column(name, justify="right")
-        for person, pp in plan.by_person:
-            table.add_row(person, f"{pp.set:,}", f"{pp.cleared:,}", f"{pp.flags:,}")
-        console.print(table)
-    persons = f"{plan.persons:,}" if plan.persons_exact else f"at least {plan.persons:,}"
-    console.print(
-        f"plan: set the person on {plan.set_person:,} points, clear it on "
-        f"{plan.clear_person:,}, fix the flag on {plan.set_flag:,}; {persons} persons; "
-        f"{plan.requests:,} write requests"
-    )
+    for grid in (tables.plan_persons(plan), tables.plan_keys(plan)):
+        if grid is not None:
+            draw(grid, console)
+    console.print(tables.plan_summary(plan))
     if not plan.persons_exact:
         console.print(
             "more persons have changes than the plan keeps counters for: each person may "

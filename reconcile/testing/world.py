@@ -3,9 +3,12 @@ collection) with known drift.
 
 The world has the shape of the image-search service (see service-schema.md) and
 drift made the way real bugs make it, and it knows exactly how many points of
-each drift kind an audit must find, so the demo and the tests can check the tool.
+each drift kind an audit must find, so the demo and the tests can check the tool:
+with the person and the flag only (`DemoWorld.injected`), and with the service's
+mapped keys (`DEMO_MAP`: `DemoWorld.injected_mapped`), where the cluster labels
+the service changes in PostgreSQL only show as `payload_mismatch`.
 
-Longer than most modules (about 540 lines) on purpose: the faces, their payloads,
+Longer than most modules (about 660 lines) on purpose: the faces, their payloads,
 the load and the drift injection share one private record (`_Face`) and one
 bookkeeping of which face drifted how (`_Drift`); apart, each would need the others.
 """
@@ -38,6 +41,15 @@ MIN_FACES = 100
 DEMO_DIM = 8
 BATCH = 500
 POINT_TYPES = ("uuid", "bigint")
+# The payload keys the service mirrors from face_instances' own columns, as `--map`
+# takes them (service-schema.md): `Settings(map=DEMO_MAP)`.
+DEMO_MAP = {
+    "cluster_id": "cluster_id",
+    "asset_id": "asset_id::text",
+    "face_instance_id": "id",
+    "detection_confidence": "detection_confidence",
+    "quality_score": "quality_score",
+}
 
 # build_demo deletes its directory; this file is how it knows the directory is
 # one it made, so that a mistyped --dir never removes someone's data.
@@ -72,6 +84,8 @@ CREATE TABLE face_instances (
     updated_at           timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX ix_face_instances_person_id ON face_instances (person_id);
+CREATE INDEX ix_face_instances_cluster_id ON face_instances (cluster_id);
+CREATE INDEX ix_face_instances_asset_id ON face_instances (asset_id);
 """
 
 _FACE_COLUMNS = (
@@ -94,7 +108,7 @@ _PAYLOAD_INDEXES = {
     "person_id": models.PayloadSchemaType.KEYWORD,
     "cluster_id": models.PayloadSchemaType.KEYWORD,
     "is_prototype": models.PayloadSchemaType.BOOL,
-    "asset_id": models.PayloadSchemaType.INTEGER,
+    "asset_id": models.PayloadSchemaType.KEYWORD,  # str(asset.id) in the payload
     "face_instance_id": models.PayloadSchemaType.KEYWORD,
 }
 
@@ -112,6 +126,12 @@ class DemoWorld:
     points: int  # points in the collection at the end
     persons: int  # persons left in PostgreSQL at the end
     injected: dict[str, int]  # every drift kind, plus "in_sync"
+    # The same with DEMO_MAP: the faces whose only drift is a cluster label move
+    # from in_sync to payload_mismatch.
+    injected_mapped: dict[str, int]
+    # The cluster_id key's drift with DEMO_MAP ({missing, wrong, stale}), over the
+    # points named by exactly one row, whatever their kind (as `AuditReport.keys`).
+    cluster_drift: dict[str, int]
 
 
 # --- the stores' shape ---------------------------------------------------------
@@ -247,17 +267,21 @@ def _faces(rng: random.Random, owners: Sequence[int | None], persons: int) -> li
 
 
 def _payload(face: _Face, persons: Sequence[_Person]) -> dict[str, Any]:
+    """The whole payload, written the service's way (service-schema.md)."""
     payload: dict[str, Any] = {
-        "asset_id": face.asset_id,
+        "asset_id": str(face.asset_id),  # str(asset.id): a string of the integer
         "face_instance_id": str(face.id),
         "detection_confidence": face.confidence,
         "is_prototype": face.prototype,
         "is_assigned": face.person is not None,
-        "quality_score": face.quality,
         "bbox": dict(zip(("x", "y", "w", "h"), face.bbox, strict=True)),
-        "cluster_id": face.cluster_id,
         "taken_at": face.taken_at.isoformat(timespec="seconds"),
     }
+    # A NULL column is an absent key, not a null.
+    if face.quality is not None:
+        payload["quality_score"] = face.quality
+    if face.cluster_id is not None:
+        payload["cluster_id"] = face.cluster_id
     if face.person is not None:
         payload["person_id"] = str(persons[face.person].id)  # str(UUID) is lower-case
     return payload
@@ -323,12 +347,22 @@ class _Drift:
 
     def __init__(self, faces: Sequence[_Face]) -> None:
         self.kinds: list[str | None] = [None] * len(faces)
+        # How each face's cluster label drifted (missing, wrong, stale), beside its kind:
+        # a label is one more key of a face that may have drifted otherwise too.
+        self.labels: list[str | None] = [None] * len(faces)
 
     def mark(self, indices: Iterable[int], kind: str) -> list[int]:
         chosen = list(indices)
         for index in chosen:
             assert self.kinds[index] is None, f"face {index} drifted twice"
             self.kinds[index] = kind
+        return chosen
+
+    def relabel(self, indices: Iterable[int], sub: str) -> list[int]:
+        chosen = list(indices)
+        for index in chosen:
+            assert self.labels[index] is None, f"face {index} relabelled twice"
+            self.labels[index] = sub
         return chosen
 
     def free(self, indices: Iterable[int]) -> list[int]:
@@ -341,6 +375,20 @@ class _Drift:
         # one side, so the ids on either side are exactly the faces' point ids.
         injected["in_sync"] = len(self.kinds) - sum(counted.values())
         return injected
+
+    def mapped_counts(self) -> tuple[dict[str, int], dict[str, int]]:
+        """The kinds with DEMO_MAP, and the cluster_id key's drift (missing, wrong, stale)."""
+        mapped = self.counts()
+        pairs = list(zip(self.kinds, self.labels, strict=True))
+        # A face whose only drift is its label is payload_mismatch; on any other the
+        # kind it has comes first (the person's, the flag's, a point's).
+        moved = sum(1 for kind, sub in pairs if kind is None and sub is not None)
+        mapped["payload_mismatch"] += moved
+        mapped["in_sync"] -= moved
+        # Keys are compared only where one row names a point that exists.
+        unmatched = {"missing_point", "orphan_point"}
+        subs = Counter(sub for kind, sub in pairs if sub is not None and kind not in unmatched)
+        return mapped, {sub: subs[sub] for sub in ("missing", "wrong", "stale")}
 
 
 def _take(pool: list[int], count: int, what: str) -> list[int]:
@@ -360,6 +408,13 @@ def _drift_at(rng: random.Random) -> datetime:
     return _REFERENCE - timedelta(seconds=rng.randrange(3600, 9 * 86400))
 
 
+@dataclass(frozen=True)
+class _Injected:
+    kinds: dict[str, int]  # DemoWorld.injected
+    mapped: dict[str, int]  # DemoWorld.injected_mapped
+    clusters: dict[str, int]  # DemoWorld.cluster_drift
+
+
 def _inject(
     conn: psycopg.Connection[Any],
     client: QdrantClient,
@@ -367,8 +422,13 @@ def _inject(
     rng: random.Random,
     persons: Sequence[_Person],
     faces: Sequence[_Face],
-) -> dict[str, int]:
-    """Break the world the way the service's bugs do; return what was broken."""
+    labels: random.Random,
+) -> _Injected:
+    """Break the world the way the service's bugs do; return what was broken.
+
+    `labels` chooses the cluster labels' drift: a generator of its own, so that the
+    rest of the drift stays what it was before labels drifted too.
+    """
     n = len(faces)
     drift = _Drift(faces)
     by_person: dict[int, list[int]] = {p: [] for p in range(len(persons))}
@@ -416,6 +476,35 @@ def _inject(
     lost = drift.mark(_take(rest, max(1, n // 120), "lost points"), "missing_point")
     face_deleted = drift.mark(_take(rest, max(1, n // 1000), "face deletes"), "orphan_point")
 
+    # Cluster labels changed in PostgreSQL only, the three ways the service does it:
+    # unknown-person groups merged, a group dismissed as noise, and the clustering
+    # job, which cleared a group to relabel it, wrote new labels for unclustered
+    # faces in chunks, and stopped before relabelling the cleared group.
+    groups: dict[str, list[int]] = {}
+    for index, face in enumerate(faces):
+        if face.person is None and face.cluster_id is not None:
+            groups.setdefault(face.cluster_id, []).append(index)
+    order = sorted(groups)
+    labels.shuffle(order)
+    pairs = min(max(1, n // 2500), len(order) // 2)
+    merges = [(order[2 * k], order[2 * k + 1]) for k in range(pairs)]
+    dismissed, cleared = order[2 * pairs : 2 * pairs + 1], order[2 * pairs + 1 : 2 * pairs + 2]
+    for _into, merged_group in merges:
+        drift.relabel(groups[merged_group], "wrong")
+    for group in dismissed:
+        drift.relabel(groups[group], "wrong")
+    for group in cleared:
+        drift.relabel(groups[group], "stale")
+    # Faces with no other drift, so that the map's audit surely finds payload_mismatch.
+    unclustered = [i for i in drift.free(range(n)) if faces[i].cluster_id is None]
+    labels.shuffle(unclustered)
+    job = drift.relabel(_take(unclustered, max(1, n // 250), "the clustering job"), "missing")
+    first_label = len(persons) + max(1, len(persons) // 2)  # past every label in use
+    chunks = [
+        (f"c_{first_label + k}", job[start : start + 8])
+        for k, start in enumerate(range(0, len(job), 8))
+    ]
+
     def ids(indices: Iterable[int]) -> list[uuid.UUID]:
         return [faces[i].id for i in indices]
 
@@ -425,6 +514,24 @@ def _inject(
     with conn.transaction(), conn.cursor() as cur:
         # The application's ORM stamps updated_at on every UPDATE; ON DELETE SET
         # NULL below does not, as in the service.
+        # Labels first, while person_id is what the faces were loaded with (the
+        # statements choose their faces by it, as the service's do).
+        relabel = (
+            "UPDATE face_instances SET cluster_id = %s, updated_at = %s "
+            "WHERE cluster_id = %s AND person_id IS NULL"
+        )
+        for into, merged_group in merges:
+            cur.execute(relabel, (into, _drift_at(labels), merged_group))
+            assert cur.rowcount == len(groups[merged_group])
+        for group in dismissed:
+            cur.execute(relabel, ("-1", _drift_at(labels), group))
+        for group in cleared:
+            cur.execute(relabel, (None, _drift_at(labels), group))
+        for label, chunk in chunks:
+            cur.execute(
+                "UPDATE face_instances SET cluster_id = %s, updated_at = %s WHERE id = ANY(%s)",
+                (label, _drift_at(labels), ids(chunk)),
+            )
         update = "UPDATE face_instances SET person_id = %s, updated_at = %s WHERE id = ANY(%s)"
         # Suggestions accepted in bulk for a few people, PostgreSQL only.
         targets = rng.sample(survivors, min(3, len(survivors)))
@@ -459,7 +566,8 @@ def _inject(
 
     injected = drift.counts()
     assert injected["orphan_point"] == len(orphans) + len(face_deleted)
-    return injected
+    mapped, clusters = drift.mapped_counts()
+    return _Injected(injected, mapped, clusters)
 
 
 def build_world(
@@ -476,15 +584,22 @@ def build_world(
     `is_assigned` must find, plus "in_sync"; each point has exactly one kind.
     The same seed gives the same world.
     """
+    return _build(database_url, client, faces, seed, collection).kinds
+
+
+def _build(
+    database_url: str, client: QdrantClient, faces: int, seed: int, collection: str
+) -> _Injected:
     if faces < MIN_FACES:
         raise ValueError(f"a demo world needs at least {MIN_FACES} faces, not {faces}")
     rng = random.Random(seed)  # noqa: S311 (reproducible, not secret)
     # About 25 faces per person, as in a family photo library.
     persons = _persons(rng, max(4, round(faces / 25)))
     face_list = _faces(rng, _owners(rng, faces, len(persons)), len(persons))
+    labels = random.Random(seed + 2)  # noqa: S311 (seed + 1 draws the vectors)
     with psycopg.connect(database_url) as conn:
         _load(conn, client, collection, persons, face_list, seed)
-        return _inject(conn, client, collection, rng, persons, face_list)
+        return _inject(conn, client, collection, rng, persons, face_list, labels)
 
 
 def _clear(directory: Path) -> None:
@@ -520,7 +635,7 @@ def build_demo(directory: Path, *, faces: int = 5000, seed: int = 7) -> DemoWorl
     client = QdrantClient(path=str(qdrant_path))
     try:
         create_collection(client)
-        injected = build_world(database_url, client, faces=faces, seed=seed)
+        injected = _build(database_url, client, faces, seed, "faces")
         points = client.count("faces", exact=True).count
     finally:
         client.close()
@@ -533,11 +648,14 @@ def build_demo(directory: Path, *, faces: int = 5000, seed: int = 7) -> DemoWorl
         faces=faces,
         points=points,
         persons=int(row[0]),
-        injected=injected,
+        injected=injected.kinds,
+        injected_mapped=injected.mapped,
+        cluster_drift=injected.clusters,
     )
 
 
 __all__ = [
+    "DEMO_MAP",
     "DemoWorld",
     "build_demo",
     "build_world",

@@ -13,7 +13,17 @@ from tests.world import World
 
 README = (ROOT / "README.md").read_text()
 # Maps whose keys are data, not names: drift kinds (documented as kinds) and payload keys.
-DATA_KEYED = {"counts", "remaining", "estimates", "keys_found", "settings"}
+DATA_KEYED = {
+    "counts",
+    "remaining",
+    "estimates",
+    "keys_found",
+    "settings",
+    "keys",  # per compared key: the audit's breakdown, the plan's set and clear
+    "top_values",  # per --map key
+    "mapped",  # check: per --map key, its column and type
+    "map",  # check --suggest-map: payload key -> column
+}
 
 
 def keys(value: Any, found: set[str]) -> set[str]:
@@ -39,16 +49,23 @@ def run_json(*args: str, env: dict[str, str]) -> Any:
 
 
 def test_every_json_key_of_every_command_is_in_the_readme(world: World, tmp_path: Path) -> None:
+    """With mapped keys, so that every per-key map (`keys`, `top_values`, the plan's
+    `keys`, check's `mapped`) holds entries whose own keys are checked too."""
     person = world.person()
     for _ in range(3):
         world.face(person, payload={"is_assigned": True})
     world.face(None)
-    world.face(person)  # in sync: check finds the person key
+    synced = world.face(person)  # in sync but for its cluster: check finds every key
+    world.upsert(synced, {**world.payload(synced), "cluster_id": "c_1"})
+    # A cluster merged in PostgreSQL only: every face's cluster_id drifts.
+    world.conn.execute("UPDATE face_instances SET cluster_id = 'c_2'")
     env = world.env()
-    flag = ["--flag-key", "is_assigned"]
+    flag = ["--flag-key", "is_assigned", "--map", "cluster_id=cluster_id"]
+    flag += ["--map", "asset_id=asset_id::text"]
     journal = tmp_path / "j.jsonl"
     outputs = {
         "check": run_json("check", *flag, env=env),
+        "check --suggest-map": run_json("check", "--suggest-map", *flag, env=env),
         "audit": run_json("audit", *flag, "--top", "1", env=env),
         "audit --counts": run_json("audit", "--counts", *flag, env=env),
         "audit --sample": run_json("audit", "--sample", "3", "--seed", "1", *flag, env=env),
@@ -66,3 +83,10 @@ def test_every_json_key_of_every_command_is_in_the_readme(world: World, tmp_path
     }
     undocumented = {command: ks for command, ks in missing.items() if ks}
     assert not undocumented, json.dumps(undocumented)
+    # The mapped keys were compared, counted and planned, not only accepted.
+    audit = outputs["audit"]
+    assert audit["counts"]["payload_mismatch"] == 2  # the face without a person, and `synced`
+    assert audit["keys"]["cluster_id"] == {"missing": 4, "wrong": 1, "stale": 0}
+    assert audit["top_values"]["cluster_id"] == [{"value": "c_2", "drifted": 5, "error": 0}]
+    assert outputs["repair --dry-run"]["planned"]["keys"]["cluster_id"] == {"set": 5, "clear": 0}
+    assert set(outputs["check"]["table"]["mapped"]) == {"cluster_id", "asset_id"}

@@ -89,23 +89,26 @@ def test_sample_classifies_like_the_audit(world: World) -> None:
     world.face(alice, payload={"person_id": bob, "is_assigned": True})  # wrong_person
     world.face(None, payload={"person_id": bob, "is_assigned": True})  # stale_person
     world.face(bob, payload={"person_id": bob})  # flag_mismatch
+    # The person and flag agree; the asset does not (the map below): payload_mismatch.
+    world.face(bob, payload={"person_id": bob, "is_assigned": True, "asset_id": "2"})
     world.face(bob, point=False)  # missing_point
     world.face(row=False, payload={"person_id": bob})  # orphan_point
     shared = world.face(bob)
     world.face(alice, point_id=shared, point=False)  # duplicate_point
-    settings = world.settings(flag_key="is_assigned")
-    full = world.audit(flag_key="is_assigned")
+    mapped = {"flag_key": "is_assigned", "map": ("asset_id=asset_id::text",)}
+    settings = world.settings(**mapped)
+    full = world.audit(**mapped)
     with world.stores(settings) as stores:
         report = sample_audit(settings, 2_000, seed=5, stores=stores)
     assert {k for k, e in report.estimates.items() if e.hits} == {
         k for k, n in full.counts.items() if n
     }
-    # Rows name seven points, one of each face-side kind, so each face-side kind is
-    # 1/7 of the table; one of the seven points is named by no row. Six standard
+    # Rows name eight points, one of each face-side kind, so each face-side kind is
+    # 1/8 of the table; one of the eight points is named by no row. Six standard
     # errors of slack: this checks the classification, not the interval.
     for kind in FACE_KINDS:
-        assert report.estimates[kind].rate == pytest.approx(1 / 7, abs=0.05), kind
-    assert report.estimates[Kind.ORPHAN_POINT].rate == pytest.approx(1 / 7, abs=0.05)
+        assert report.estimates[kind].rate == pytest.approx(1 / 8, abs=0.05), kind
+    assert report.estimates[Kind.ORPHAN_POINT].rate == pytest.approx(1 / 8, abs=0.05)
     assert report.drift_seen > 0
 
 

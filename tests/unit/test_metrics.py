@@ -23,7 +23,7 @@ LABELS = {
 }
 
 
-def make_audit(**counts: int) -> AuditReport:
+def make_audit(keys: dict[str, dict[str, int]] | None = None, **counts: int) -> AuditReport:
     full = {kind.value: 0 for kind in Kind}
     full.update(counts)
     return AuditReport(
@@ -35,6 +35,7 @@ def make_audit(**counts: int) -> AuditReport:
         counts=full,
         top_persons=[],
         duration_seconds=1.5,
+        keys=keys or {},
     )
 
 
@@ -106,14 +107,48 @@ def test_every_series_carries_the_run_labels_and_every_family_is_a_documented_ga
     assert value(path, "reconcile_write_failures", command="repair") == 0
 
 
-def test_all_eight_kinds_are_present_even_when_zero(tmp_path: Path) -> None:
+def test_all_nine_kinds_are_present_even_when_zero(tmp_path: Path) -> None:
     path = tmp_path / "reconcile.prom"
     write(path, exit_code=0, audit=make_audit(in_sync=120))
     kinds = {
         dict(labels)["kind"] for (name, labels) in samples(path) if name == "reconcile_drift_points"
     }
     assert kinds == {kind.value for kind in Kind}
-    assert len(kinds) == 8
+    assert len(kinds) == 9
+    assert "payload_mismatch" in kinds
+
+
+def test_one_series_per_compared_key_and_sub_kind_zeros_included(tmp_path: Path) -> None:
+    path = tmp_path / "reconcile.prom"
+    keys = {
+        "person_id": {"missing": 2, "wrong": 0, "stale": 1},
+        "is_assigned": {"missing": 0, "wrong": 3, "stale": 0},
+        "cluster_id": {"missing": 4, "wrong": 7, "stale": 5},
+        "asset_id": {"missing": 0, "wrong": 0, "stale": 0},
+    }
+    write(path, exit_code=1, audit=make_audit(keys, payload_mismatch=9), now=1.0)
+
+    written = {
+        (dict(labels)["key"], dict(labels)["sub_kind"]): v
+        for (name, labels), v in samples(path).items()
+        if name == "reconcile_key_drift_points"
+    }
+    assert written == {
+        (key, sub): float(n) for key, subs in keys.items() for sub, n in subs.items()
+    }
+    assert value(path, "reconcile_key_drift_points", key="cluster_id", sub_kind="wrong") == 7
+    assert value(path, "reconcile_drift_points", kind="payload_mismatch") == 9
+    # Only the run's labels and the two of this family: the label set stays bounded.
+    for (name, labels), _ in samples(path).items():
+        if name == "reconcile_key_drift_points":
+            assert set(dict(labels)) == {*LABELS, "key", "sub_kind"}
+
+
+def test_a_failed_run_writes_no_key_series(tmp_path: Path) -> None:
+    path = tmp_path / "reconcile.prom"
+    write(path, exit_code=0, audit=make_audit({"person_id": {"missing": 1}}), now=1.0)
+    write(path, exit_code=3, now=2.0)  # failed before scanning: nothing measured
+    assert not any(name == "reconcile_key_drift_points" for name, _ in samples(path))
 
 
 def test_a_kind_the_report_adds_is_not_dropped(tmp_path: Path) -> None:
