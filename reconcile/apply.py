@@ -12,7 +12,7 @@ import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import IO, Any
@@ -34,7 +34,8 @@ MAX_FAILED_BATCHES = 3
 
 @dataclass
 class Tallies(Tallied):
-    """What happened to each planned point; `remaining` is audit-style, by kind."""
+    """What happened to each planned point; `remaining` is audit-style, by kind, and
+    `remaining_keys` counts, per compared key, the points still differing on it."""
 
     applied: int = 0
     skipped_changed: int = 0
@@ -44,6 +45,13 @@ class Tallies(Tallied):
     failed: int = 0
     verified: int = 0
     remaining: Counter[str] = field(default_factory=Counter)
+    remaining_keys: Counter[str] = field(default_factory=Counter)
+
+    def leave(self, records: Iterable[dict[str, Any]]) -> None:
+        """Count planned points (spill records) as left undone, by kind and by key."""
+        for record in records:
+            self.remaining[record["kind"]] += 1
+            self.remaining_keys.update(record.get("keys", ()))
 
 
 @dataclass
@@ -209,9 +217,9 @@ class Repairer:
             late = deadline is not None and self.hooks.clock() > deadline
             if late or (stop is not None and stop.is_set()):
                 # Between batches nothing is locked or half-written: stop here.
-                self.tallies.remaining.update(record["kind"] for record in batch)
+                self.tallies.leave(batch)
                 for rest in batches:
-                    self.tallies.remaining.update(record["kind"] for record in rest)
+                    self.tallies.leave(rest)
                 return False
             if self._batch(number, batch):
                 failures_in_a_row = 0
@@ -224,7 +232,7 @@ class Repairer:
                 # A store that failed this many batches in a row is down, not flaky:
                 # stop, and report the rest of the plan as not done.
                 for rest in batches:
-                    self.tallies.remaining.update(record["kind"] for record in rest)
+                    self.tallies.leave(rest)
                 raise StoreError(
                     f"{MAX_FAILED_BATCHES} batches in a row failed ({self.last_error}); "
                     f"stopped after {done:,} of the planned points; the journal "
@@ -234,7 +242,7 @@ class Repairer:
 
     def _batch(self, number: int, batch: list[dict[str, Any]]) -> bool:
         """One batch in one short transaction; False when it failed (already counted)."""
-        planned = {record["point_id"]: record["kind"] for record in batch}
+        planned = {record["point_id"]: record for record in batch}
         t = Tallies()
         deadline = self.hooks.clock() + self.options.batch_deadline
         # The server ends the session, and so frees our row locks, if we hold them
@@ -252,7 +260,7 @@ class Repairer:
             # journal's change lines (if written) stay, with an outcome saying so.
             self.last_error = str(exc)
             self.tallies.failed += len(planned)
-            self.tallies.remaining.update(planned.values())
+            self.tallies.leave(planned.values())
             with contextlib.suppress(OSError):
                 self.journal.outcome(number, applied=0, failed=len(planned), error=str(exc))
             return False
@@ -260,7 +268,7 @@ class Repairer:
         return t.failed == 0
 
     def _recheck(
-        self, conn: sa.Connection, planned: dict[PointId, str], t: Tallies
+        self, conn: sa.Connection, planned: dict[PointId, dict[str, Any]], t: Tallies
     ) -> list[_Write]:
         """Lock the rows, re-read rows and payloads, and keep what is still drifted."""
         candidates: list[Row] = []
@@ -277,7 +285,7 @@ class Repairer:
                 t.remaining[Kind.DUPLICATE_POINT] += 1
             else:
                 t.skipped_locked += 1  # an application transaction holds it
-                t.remaining[planned[point_id]] += 1
+                t.leave([planned[point_id]])
         ids = [row.point_id for row in candidates if row.point_id is not None]
         payloads = self.stores.qdrant.retrieve(ids + gone)
         for point_id in gone:
@@ -361,11 +369,12 @@ class Repairer:
                 applied += 1
             else:
                 failed += 1
-            kind = classify(w.row, payload, self.keys)
-            if kind is Kind.IN_SYNC:
+            differing = self.keys.differing(w.row, payload)
+            if not differing:
                 t.verified += 1
             else:
-                t.remaining[kind] += 1
+                t.remaining[self.keys.kind(differing)] += 1
+                t.remaining_keys.update(differing)
         self.hooks.checkpoint(number, "after-write")
         t.applied += applied
         t.failed += failed

@@ -55,11 +55,13 @@ class RepairReport:
             return ExitCode.STORE
         if not self.complete:
             return ExitCode.DRIFT
-        # What is left is counted by kind: `key:NAME` counts any payload drift left.
-        wanted = {k for k in kinds if not k.startswith(KEY_PREFIX)}
-        if len(wanted) < len(kinds):
-            wanted |= REPAIRABLE
-        return ExitCode.DRIFT if any(self.remaining[k] for k in wanted) else ExitCode.OK
+        left = any(
+            self.tallies.remaining_keys[k.removeprefix(KEY_PREFIX)]
+            if k.startswith(KEY_PREFIX)
+            else self.remaining[k]
+            for k in kinds
+        )
+        return ExitCode.DRIFT if left else ExitCode.OK
 
     @property
     def exit_code(self) -> ExitCode:
@@ -138,6 +140,8 @@ def repair(
         if options.dry_run or plan.changes == 0:
             for kind in REPAIRABLE:
                 tallies.remaining[kind] += report.counts[kind]
+            for key, subs in report.keys.items():
+                tallies.remaining_keys[key] += sum(subs.values())
             done = RepairReport(plan, options.dry_run, tallies, None, time.monotonic() - started)
             return _retire_journals(done, settings, options)
         if confirm is not None and not confirm(plan):

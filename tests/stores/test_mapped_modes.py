@@ -224,6 +224,33 @@ def test_fail_on_a_key_and_on_payload_mismatch(world: World) -> None:
     assert exit_code("payload_mismatch") == 1
 
 
+def test_repair_fails_on_a_key_only_while_that_key_is_left(world: World) -> None:
+    """After a repair, `key:NAME` counts the points still differing on that key."""
+    alice = world.person()
+    assigned = world.service_face(None, cluster="u_1")
+    merged = world.service_face(None, cluster="u_2")
+    world.conn.execute(
+        "UPDATE face_instances SET person_id = %s WHERE id = %s", (alice, assigned.face_id)
+    )
+    merge_clusters(world.conn, "u_1", "u_2")  # `assigned` has a person now: not merged
+
+    def repair(*args: str) -> int:
+        return cli(world, "repair", "--yes", "--max-changes", "100%", *args).returncode
+
+    # The dry run leaves both: the person on one face, the cluster on the other.
+    assert repair("--dry-run", "--fail-on", "key:cluster_id") == 1
+    assert repair("--dry-run", "--fail-on", "key:person_id") == 1
+    # The application holds the merged face's row: its cluster is left, the person is not.
+    app = psycopg.connect(world.url)
+    try:
+        app.execute("SELECT 1 FROM face_instances WHERE id = %s FOR UPDATE", (merged.face_id,))
+        assert repair("--fail-on", "key:person_id") == 0
+        assert repair("--fail-on", "key:cluster_id") == 1
+    finally:
+        app.close()
+    assert repair("--fail-on", "key:cluster_id") == 0
+
+
 def test_map_in_a_config_file_and_bad_maps(world: World, tmp_path: Path) -> None:
     unknown_groups(world, {"u_1": 1, "u_2": 2})
     dismiss_cluster(world.conn, "u_2")
