@@ -85,9 +85,7 @@ class Stop(threading.Event):
         self.set()
 
 
-def target(
-    row: Row, payload: dict[str, Any], keys: Keys
-) -> tuple[dict[str, Any], tuple[str, ...]]:
+def target(row: Row, payload: dict[str, Any], keys: Keys) -> tuple[dict[str, Any], tuple[str, ...]]:
     """What to write so that the payload agrees with the row just read: the values to
     set and the keys to delete, exactly the compared keys that differ, nothing else."""
     expected = keys.expected(row)

@@ -172,11 +172,6 @@ def _as_float(value: Any) -> float:
     return float(value)
 
 
-def _as_json(value: Any) -> Any:
-    # The driver hands json/jsonb over parsed; a string is a JSON text it did not parse.
-    return json.loads(value) if isinstance(value, str | bytes) else value
-
-
 @dataclass(frozen=True)
 class Rule:
     """How one column type is compared.
@@ -230,8 +225,10 @@ RULES: dict[str, Rule] = {
     "timestamp without time zone": Rule(
         "timestamp", "timestamp", _same_local, load=_iso, canon=_iso
     ),
-    "json": Rule("json", "json", strict_equal, canon=_as_json, fast=False),
-    "jsonb": Rule("jsonb", "jsonb", strict_equal, canon=_as_json, fast=False),
+    # psycopg parses json/jsonb (COPY and the driver alike): a str here is a JSON
+    # string value ('"x"', '"5"'), never a JSON text to parse again.
+    "json": Rule("json", "json", strict_equal, fast=False),
+    "jsonb": Rule("jsonb", "jsonb", strict_equal, fast=False),
 }
 # `::text` only where PostgreSQL's text form is what the service's str() writes:
 # not for a boolean (`true` against `True`), a float (`0.1` against `0.1` only by
