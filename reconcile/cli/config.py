@@ -11,7 +11,12 @@ from reconcile.cli.boundary import boundary, layers
 from reconcile.errors import ConfigError, ReconcileError
 from reconcile.report import SCHEMA_VERSION
 
+config_app = typer.Typer(
+    help="Show the effective settings.", no_args_is_help=True, add_completion=False
+)
 
+
+@config_app.command("show", cls=o.command_class(o.settings_options))
 def config_show_command(
     ctx: typer.Context,
     format: o.FormatOption = o.Format.table,

@@ -12,8 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import typer.core
-import typer.main
 import yaml
 
 import reconcile.cli
@@ -35,9 +33,7 @@ STATE = "/var/lib"
 def cli_params(argv: list[str]) -> dict[str, Any]:
     """Parse `argv` (command first) with the real CLI's parser, as a run would: an unknown
     option, a missing value or a value of the wrong type fails here."""
-    group = typer.main.get_command(reconcile.cli.app)
-    assert isinstance(group, typer.core.TyperGroup)
-    command = group.commands[argv[0]]
+    command = reconcile.cli.load(argv[0])
     params: dict[str, Any] = command.make_context(argv[0], list(argv[1:])).params
     fail_on_kinds(params.get("fail_on"))
     return params
