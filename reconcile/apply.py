@@ -51,7 +51,8 @@ class Tallies(Tallied):
         """Count planned points (spill records) as left undone, by kind and by key."""
         for record in records:
             self.remaining[record["kind"]] += 1
-            self.remaining_keys.update(record.get("keys", ()))
+            # The record's `keys` maps each differing key to how it differs: count keys.
+            self.remaining_keys.update(record.get("keys", {}).keys())
 
 
 @dataclass
@@ -372,7 +373,7 @@ class Repairer:
                 t.verified += 1
             else:
                 t.remaining[self.keys.kind(differing)] += 1
-                t.remaining_keys.update(differing)
+                t.remaining_keys.update(differing.keys())
         self.hooks.checkpoint(number, "after-write")
         t.applied += applied
         t.failed += failed

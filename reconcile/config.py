@@ -80,11 +80,17 @@ def _check_type(where: str, name: str, value: Any) -> Any:
     """The value as the field's type, or a ConfigError naming the key and the expected type."""
     if name == "map":
         # A table of payload key = "column" (or "column::text"): not a scalar type.
-        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        if not isinstance(value, dict):
             raise ConfigError(
                 f'{where}: map must be a table of payload key = "column", e.g. '
                 'map = { cluster_id = "cluster_id", asset_id = "asset_id::text" }'
             )
+        for key, column in value.items():
+            if not isinstance(column, str):
+                raise ConfigError(
+                    f"{where}: map's {key} must be a column name as a string "
+                    f'({key} = "{key}" or "{key}::text"), not {_KINDS.get(type(column), "that")}'
+                )
         try:
             return maps_of(value)
         except ConfigError as exc:
@@ -152,7 +158,8 @@ def read_config(path: Path, problems: list[ConfigError]) -> dict[str, Any]:
         return {}
     except tomllib.TOMLDecodeError as exc:
         # tomllib's message already ends with "(at line N, column M)".
-        problems.append(ConfigError(f"{where} does not parse: {exc}"))
+        twice = "; a key is set twice there" if "overwrite" in str(exc) else ""
+        problems.append(ConfigError(f"{where} does not parse: {exc}{twice}"))
         return {}
     table: Mapping[str, Any] = data
     if isinstance(data.get("reconcile"), dict):

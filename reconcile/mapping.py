@@ -12,6 +12,7 @@ written in two zones, a float stored at single precision).
 from __future__ import annotations
 
 import json
+import math
 import re
 import struct
 from collections.abc import Callable
@@ -105,7 +106,13 @@ def _number(raw: Any) -> bool:
 
 
 def _double(raw: Any, expected: Any) -> bool:
-    return _number(raw) and float(raw) == expected
+    return _number(raw) and _equal_floats(float(raw), expected)
+
+
+def _equal_floats(a: float, b: float) -> bool:
+    # NaN, which JSON cannot carry (a server refuses it), is equal only to itself here,
+    # so that a NaN a local store holds is not drift forever.
+    return a == b or (math.isnan(a) and math.isnan(b))
 
 
 def _single(value: float) -> float | None:
@@ -118,7 +125,10 @@ def _single(value: float) -> float | None:
 def _real(raw: Any, expected: Any) -> bool:
     # A `real` column keeps 24 bits of mantissa: 0.81 and 0.8100000023841858 are the
     # same stored value, whichever of them the payload holds.
-    return _number(raw) and _single(float(raw)) == _single(expected)
+    if not _number(raw):
+        return False
+    a, b = _single(float(raw)), _single(expected)
+    return a is not None and b is not None and _equal_floats(a, b)
 
 
 def _instant(text: str, naive_as_utc: bool) -> datetime | None:

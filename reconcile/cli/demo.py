@@ -1,5 +1,6 @@
 """`reconcile demo`: build a drifted world, audit it, and show what to try next."""
 
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -82,6 +83,15 @@ def demo_command(
         env = f"DATABASE_URL='{world.database_url}' QDRANT_PATH='{world.qdrant_path}'"
         me = render.program()
         cfg = f"--config '{config}'"
+        # A small demo's injected drift may be more than repair's default guard allows
+        # (10% of the points): the hints then say so and raise it, as a user would.
+        share = report.repairable / max(report.points, 1)
+        guard = f" --max-changes {math.ceil(share * 100) + 1}%" if share > 0.1 else ""
+        if guard:
+            render.say(
+                f"\nThis small world's drift is {share:.0%} of its points, above repair's "
+                f"default --max-changes 10%: the repair hints raise it."
+            )
         render.say(
             f"\nTry next (the demo's PostgreSQL keeps running; `{me} demo --stop` stops it;\n"
             f"{config.name} holds the flag and the mapped payload keys):\n"
@@ -89,8 +99,8 @@ def demo_command(
             f"  {me} check {cfg}\n"
             f"  {me} audit {cfg}\n"
             f"  {me} audit {cfg} --format json --details drift.jsonl\n"
-            f"  {me} repair {cfg} --dry-run\n"
-            f"  {me} repair {cfg} --yes --journal repair.jsonl\n"
+            f"  {me} repair {cfg}{guard} --dry-run\n"
+            f"  {me} repair {cfg}{guard} --yes --journal repair.jsonl\n"
             f"  {me} undo repair.jsonl --yes\n"
         )
 

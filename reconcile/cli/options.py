@@ -70,13 +70,17 @@ MaxDurationOption = Annotated[
 FailOnOption = Annotated[
     str | None,
     typer.Option(
-        help="Drift kinds that make the exit code 1 (comma list; default: all).",
+        help="Drift kinds that make the exit code 1 (comma list; default: all); key:NAME for "
+        "drift of one compared payload key.",
         rich_help_panel="Cron",
     ),
 ]
 TopOption = Annotated[
     int,
-    typer.Option(help="How many persons to list with the most drift.", rich_help_panel="Output"),
+    typer.Option(
+        help="How many persons (and values of each --map key) to list with the most drift.",
+        rich_help_panel="Output",
+    ),
 ]
 
 # --- writing (repair, undo) ------------------------------------------------------
@@ -152,7 +156,7 @@ def settings_options(
     table: Annotated[
         str | None,
         typer.Option(
-            help="Faces table, may be schema.table.",
+            help="Faces table or view, may be schema.table.",
             show_default="face_instances",
             rich_help_panel="Mapping",
         ),
@@ -203,7 +207,7 @@ def settings_options(
         typer.Option(
             "--map",
             help="Payload KEY that must mirror COLUMN: KEY=COLUMN, or KEY=COLUMN::text for "
-            "its value written as a string (repeatable).",
+            "its value written as a string (repeatable; replaces a config file's map).",
             rich_help_panel="Mapping",
         ),
     ] = None,

@@ -288,6 +288,11 @@ def render_repair(report: RepairReport, console: Console) -> None:
     console.print(
         "remaining: " + (", ".join(f"{k} {n:,}" for k, n in left.items()) if left else "none")
     )
+    keys_left = {k: n for k, n in report.remaining_keys.items() if n}
+    if keys_left:
+        console.print(
+            "keys still differing: " + ", ".join(f"{k} {n:,}" for k, n in keys_left.items())
+        )
     if report.journal:
         # The hint is for copying: never wrapped, never read as markup, quoted for a shell.
         console.print(

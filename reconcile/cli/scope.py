@@ -95,9 +95,10 @@ def fail_on_kinds(text: str | None, keys: Collection[str] = ()) -> frozenset[str
     unknown = sorted(kinds - known)
     if unknown or not kinds:
         raise ConfigError(
-            f"--fail-on {text!r} names no drift kind or unknown ones ({', '.join(unknown)}): "
-            f"use a comma list of {', '.join(DRIFT_KINDS)}, or key:NAME for a compared "
-            f"payload key ({', '.join(keys) or 'see --map'}), or all"
+            f"--fail-on {text!r}: {', '.join(unknown) or 'nothing'} is not a drift kind nor "
+            f"key:NAME of a compared payload key: use a comma list of "
+            f"{', '.join(DRIFT_KINDS)}, key:NAME with NAME one of {', '.join(keys)} "
+            "(a --map adds a key), or all"
         )
     return kinds
 

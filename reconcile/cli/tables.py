@@ -143,7 +143,7 @@ def plan_summary(plan: Plan) -> str:
     return (
         f"plan: set the person on {plan.set_person:,} points, clear it on "
         f"{plan.clear_person:,}, fix the flag on {plan.set_flag:,}{others}; {persons} persons; "
-        f"{plan.requests:,} write requests"
+        f"{plan.requests:,} write request{'' if plan.requests == 1 else 's'}"
     )
 
 

@@ -65,9 +65,9 @@ def check(settings: Settings, stores: Stores | None = None) -> CheckReport:
             if not table.point_indexed and table.kind != "table":
                 problems.append(
                     f"{table.kind} {table.name} is read in {settings.point_column} order by "
-                    "sorting all of it, not through an index: index the column it comes from "
-                    "in the base table (CREATE INDEX ON TABLE (COLUMN)), and keep the view's "
-                    "joins on indexed keys"
+                    "sorting all of it, not through an index: its point column must come "
+                    "straight from a b-tree-indexed column of its base table (index that "
+                    "column; DISTINCT, GROUP BY and UNION views always sort)"
                 )
             elif not table.point_indexed:
                 problems.append(

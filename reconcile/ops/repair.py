@@ -47,6 +47,12 @@ class RepairReport:
     def remaining(self) -> dict[str, int]:
         return {k.value: self.tallies.remaining[k.value] for k in Kind if k is not Kind.IN_SYNC}
 
+    @property
+    def remaining_keys(self) -> dict[str, int]:
+        """Per compared key, the points still differing on it (every compared key)."""
+        names = self.plan.keys or self.plan.audit.keys
+        return {key: self.tallies.remaining_keys[key] for key in names}
+
     def failing(self, kinds: Collection[str] = DRIFT_KINDS) -> ExitCode:
         """The exit code when only drift of `kinds` left over counts as drift."""
         if self.interrupted is not None:
@@ -85,6 +91,7 @@ class RepairReport:
             "complete": self.complete,
             "interrupted": self.interrupted,
             "remaining": self.remaining,
+            "remaining_keys": self.remaining_keys,
             "audit": self.plan.audit.to_json(),
             "journals_deleted": self.journals_deleted,
             "duration_seconds": round(self.duration_seconds, 3),

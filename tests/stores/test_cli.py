@@ -268,7 +268,7 @@ def test_repair_guard_exits_4(world: World) -> None:
         (["--rate", "0"], "--rate 0.0 is out of range"),
         (["--rate", "1e9"], "--rate 1000000000.0 is out of range"),
         (["--max-duration", "-5"], "--max-duration -5.0 is out of range"),
-        (["--fail-on", "nonsense"], "--fail-on 'nonsense' names no drift kind"),
+        (["--fail-on", "nonsense"], "--fail-on 'nonsense': nonsense is not a drift kind"),
         (["--shard", "3/2"], "--shard '3/2' is not i/N"),
     ],
 )

@@ -251,6 +251,34 @@ def test_repair_fails_on_a_key_only_while_that_key_is_left(world: World) -> None
     assert repair("--fail-on", "key:cluster_id") == 0
 
 
+def test_rows_held_with_different_keys_are_counted_per_key(world: World) -> None:
+    """Two held rows whose points differ on different keys: each key counted once per point."""
+    alice, bob = world.person(), world.person()
+    moved = world.service_face(alice)
+    deleted = world.service_face(bob, cluster="u_1")
+    world.conn.execute(
+        "UPDATE face_instances SET person_id = %s WHERE id = %s", (bob, moved.face_id)
+    )
+    world.conn.execute(
+        "UPDATE face_instances SET person_id = NULL, cluster_id = 'u_2' WHERE id = %s",
+        (deleted.face_id,),
+    )
+    app = psycopg.connect(world.url)
+    try:
+        app.execute(
+            "SELECT 1 FROM face_instances WHERE id IN (%s, %s) FOR UPDATE",
+            (moved.face_id, deleted.face_id),
+        )
+        result = cli(world, "repair", "--yes", "--max-changes", "100%", "--format", "json")
+    finally:
+        app.close()
+    assert result.returncode == 1, result.stderr
+    report = json.loads(result.stdout)
+    assert report["skipped_locked"] == 2
+    left = {key: n for key, n in report["remaining_keys"].items() if n}
+    assert left == {"person_id": 2, "is_assigned": 1, "cluster_id": 1}
+
+
 def test_map_in_a_config_file_and_bad_maps(world: World, tmp_path: Path) -> None:
     unknown_groups(world, {"u_1": 1, "u_2": 2})
     dismiss_cluster(world.conn, "u_2")

@@ -8,6 +8,7 @@ import math
 import re
 import struct
 import uuid
+from collections import Counter
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
@@ -16,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reconcile.apply import _Write, group_writes, target
+from reconcile.apply import Tallies, _Write, group_writes, target
 from reconcile.diff import Drift, Keys, Kind, ScanStats, diff
 from reconcile.errors import ConfigError
 from reconcile.mapping import (
@@ -729,3 +730,26 @@ def test_group_writes_one_op_per_distinct_values_and_key_set() -> None:
                 else:
                     cleared.update(op.keys)
         assert _strict(got) == _strict(w.values) and cleared == set(w.delete)
+
+
+def test_points_left_undone_are_counted_per_key_whatever_their_sub_kinds() -> None:
+    # A spill record's `keys` maps each key to how it differs; the count is per key.
+    tallies = Tallies()
+    tallies.leave(
+        [
+            {"kind": "wrong_person", "keys": {"person_id": "wrong"}},
+            {"kind": "stale_person", "keys": {"person_id": "stale", "is_assigned": "wrong"}},
+            {"kind": "missing_point"},
+        ]
+    )
+    assert tallies.remaining_keys == Counter({"person_id": 2, "is_assigned": 1})
+    assert tallies.remaining == Counter({"wrong_person": 1, "stale_person": 1, "missing_point": 1})
+
+
+@pytest.mark.parametrize("pg_type", ["double precision", "numeric", "real"])
+def test_nan_agrees_only_with_nan(pg_type: str) -> None:
+    rule = rule_for("c", pg_type, False, "t")
+    nan = float("nan")
+    assert rule.agrees(nan, nan)
+    assert not rule.agrees(0.0, nan)
+    assert not rule.agrees(nan, 0.0)
