@@ -91,6 +91,7 @@ class Postgres:
         # building a uuid.UUID per value and printing it back cost a third of a scan.
         sa.event.listen(self.engine, "connect", _uuids_as_text)
         self.info: TableInfo | None = None
+        self._lock_problems: list[str] | None = None
         self._loads: list[tuple[int, Any]] = []  # (index in Row.values, rule.load)
         self._bind(sa.types.NullType(), sa.types.NullType())
 
@@ -283,10 +284,14 @@ class Postgres:
         info = self.inspect()
         if info.kind not in {"view", "materialized view"}:
             return []
-        s = self.settings
-        columns = [s.point_column, s.id_column, s.person_column, *(m.column for m in s.map)]
-        with self.reading("checking the view's row locks") as conn:
-            return view_lock_problems(conn, s.table, list(dict.fromkeys(columns)))
+        if self._lock_problems is None:  # planned once: sync_faces repairs per request
+            s = self.settings
+            columns = [s.point_column, s.id_column, s.person_column, *(m.column for m in s.map)]
+            with self.reading("checking the view's row locks") as conn:
+                self._lock_problems = view_lock_problems(
+                    conn, s.table, list(dict.fromkeys(columns))
+                )
+        return self._lock_problems
 
     def count(self) -> int:
         with self.reading("counting rows") as conn:
