@@ -6,7 +6,8 @@ The adapters (`postgres`, `qdrant`, `edge`) import this module and nothing else 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+import json
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 from uuid import UUID
@@ -91,6 +92,97 @@ class DeleteKeys:
 
 PayloadOp = SetKeys | DeleteKeys
 
+# A point's vectors as JSON: a list of floats for a collection's one unnamed dense
+# vector (a list of lists if it is a multi-vector), otherwise {name: vector} where a
+# vector is a list of floats, a list of lists of floats (multi-vector) or
+# {"indices": [...], "values": [...]} (sparse); "" names the unnamed vector there.
+VectorsJSON = list[Any] | dict[str, Any]
+
+
+@dataclass(frozen=True, eq=False)
+class WholePoint:
+    """A point with everything needed to re-create it: every vector as the engine
+    returned it (a cosine vector in the normalized form it was stored in) and the
+    whole payload. `to_json()` / `from_json()` carry it through a journal line."""
+
+    point_id: PointId
+    vectors: VectorsJSON
+    payload: Mapping[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"point_id": self.point_id, "vectors": self.vectors, "payload": dict(self.payload)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> WholePoint:
+        vectors, payload = data["vectors"], data["payload"]
+        if not isinstance(vectors, list | dict) or not isinstance(payload, dict):
+            raise ValueError(f"not a whole point: {data!r:.200}")
+        return cls(point_id(data["point_id"]), vectors, payload)
+
+    def without(self, *keys: str) -> WholePoint:
+        """The same point without these payload keys (the tool's own, say)."""
+        payload = {k: v for k, v in self.payload.items() if k not in keys}
+        return WholePoint(self.point_id, self.vectors, payload)
+
+    def equals(self, other: WholePoint) -> bool:
+        """Exactly the same id, vectors and payload.
+
+        Floats are compared for equality, not closeness: both sides come from the
+        same engine, which returns the floats it stores (f32, already normalized
+        for cosine), and re-creating a point from what it returned stores the same
+        floats again, so any difference is a different point. (One exception, not
+        worked around: qdrant-client's local mode, until reopened, holds a cosine
+        vector it was just given as its write path normalized it, which for an
+        already normalized one can be one f32 step off; on disk it keeps what it got.)
+        The JSON text is compared rather than the dicts because Python has
+        1 == 1.0 == True, and a payload's `true` is not its `1`.
+        """
+        return _canonical(self) == _canonical(other)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, WholePoint) and self.equals(other)
+
+    def __hash__(self) -> int:
+        return hash(_canonical(self))
+
+
+def _canonical(point: WholePoint) -> str:
+    return json.dumps(point.to_json(), sort_keys=True, separators=(",", ":"))
+
+
+def vectors_json(vector: Any) -> VectorsJSON:
+    """An engine's vector structure (qdrant-client's or Qdrant Edge's) as JSON.
+
+    Both engines' sparse vectors have `indices` and `values`; nothing else does.
+    No vector at all (a point whose every vector was deleted) is {}.
+    """
+    if vector is None:
+        return {}
+    if isinstance(vector, dict):
+        return {name: _vector_json(v) for name, v in vector.items()}
+    return _dense_json(vector)  # the unnamed vector is never sparse
+
+
+def _vector_json(vector: Any) -> VectorsJSON:
+    if hasattr(vector, "indices") and hasattr(vector, "values"):
+        return {"indices": list(vector.indices), "values": list(vector.values)}
+    return _dense_json(vector)
+
+
+def _dense_json(vector: Any) -> list[Any]:
+    # A fresh list either way (a multi-vector's rows too): the engine's own stays unshared.
+    return [list(v) if isinstance(v, list | tuple) else v for v in vector]
+
+
+def vectors_from_json(vectors: VectorsJSON, sparse: Callable[[list[int], list[float]], Any]) -> Any:
+    """The inverse of `vectors_json`, building sparse vectors with the engine's own `sparse`."""
+    if isinstance(vectors, list):
+        return vectors
+    return {
+        name: sparse(v["indices"], v["values"]) if isinstance(v, dict) else v
+        for name, v in vectors.items()
+    }
+
 
 class PointStore(Protocol):
     """What audit and repair need from a collection, whichever engine holds it."""
@@ -107,6 +199,16 @@ class PointStore(Protocol):
     def close(self) -> None: ...
     # `check --suggest-map`: the first `limit` points by id with their whole payload.
     def payload_sample(self, limit: int) -> list[Point]: ...
+    # Payload keys read by points() and retrieve() besides the settings' (the tool's own
+    # record keys); the constructors' `extra_keys` do the same.
+    def also_read(self, keys: Sequence[str]) -> None: ...
+    # Deleting orphan points and undoing it. whole(): the points that exist, each with
+    # every vector and its whole payload. delete(): one request; ids already absent are
+    # no error, none is no request. insert_only(): re-create points, never overwriting
+    # one that exists (it is left as it is, silently); none is no request.
+    def whole(self, point_ids: Sequence[PointId]) -> dict[PointId, WholePoint]: ...
+    def delete(self, point_ids: Sequence[PointId]) -> None: ...
+    def insert_only(self, points: Sequence[WholePoint]) -> None: ...
 
 
 def first_line(exc: BaseException, prefix: str = "") -> str:
@@ -130,7 +232,11 @@ __all__ = [
     "PointStore",
     "Row",
     "SetKeys",
+    "VectorsJSON",
+    "WholePoint",
     "first_line",
     "point_id",
     "point_order",
+    "vectors_from_json",
+    "vectors_json",
 ]

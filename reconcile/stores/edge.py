@@ -23,8 +23,11 @@ from reconcile.stores.base import (
     Point,
     PointId,
     SetKeys,
+    WholePoint,
     first_line,
     point_id,
+    vectors_from_json,
+    vectors_json,
 )
 
 # The engine prefixes every error it raises with this.
@@ -44,10 +47,17 @@ LOAD_BATCH = 10_000
 class EdgeQdrant:
     """An edge shard, scrolled in ascending id order with only the configured keys."""
 
-    def __init__(self, settings: Settings, path: Path, shard: edge.EdgeShard | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        path: Path,
+        shard: edge.EdgeShard | None = None,
+        extra_keys: Sequence[str] = (),
+    ) -> None:
         self.settings = settings
         self.collection = settings.collection
         self.keys = settings.keys
+        self.also_read(extra_keys)
         self.path = Path(path)
         self._where = f"Qdrant Edge store {self.path}"
         self.shard = shard if shard is not None else open_edge_store(self.path)
@@ -63,6 +73,10 @@ class EdgeQdrant:
                 self.shard.flush()
         finally:
             self.shard.close()
+
+    def also_read(self, keys: Sequence[str]) -> None:
+        """points() and retrieve() also return these payload keys from now on."""
+        self.keys = [*self.keys, *(k for k in dict.fromkeys(keys) if k not in self.keys)]
 
     @contextmanager
     def _errors(self, doing: str) -> Iterator[None]:
@@ -203,6 +217,39 @@ class EdgeQdrant:
                     if isinstance(op, SetKeys)
                     else edge.UpdateOperation.delete_payload(list(op.points), list(op.keys))
                 )
+
+    def whole(self, point_ids: Sequence[PointId]) -> dict[PointId, WholePoint]:
+        """The points that exist, each with every vector and its whole payload."""
+        with self._errors("retrieving points with their vectors"):
+            records = self.shard.retrieve(list(point_ids), True, True)
+        found: dict[PointId, WholePoint] = {}
+        for r in records:
+            pid = point_id(r.id)
+            found[pid] = WholePoint(pid, vectors_json(r.vector), dict(r.payload or {}))
+        return found
+
+    def delete(self, point_ids: Sequence[PointId]) -> None:
+        """Delete these points in one operation; ids already absent are no error."""
+        if not point_ids:
+            return
+        with self._errors("deleting points"):
+            self.shard.update(edge.UpdateOperation.delete_points(list(point_ids)))
+
+    def insert_only(self, points: Sequence[WholePoint]) -> None:
+        """Re-create these points in one operation; a point that exists is left as it is."""
+        if not points:
+            return
+        ids = [p.point_id for p in points]
+        if len(set(ids)) != len(ids):
+            raise ValueError("insert_only() was given the same point id twice")
+        batch = [
+            edge.Point(p.point_id, vectors_from_json(p.vectors, edge.SparseVector), dict(p.payload))
+            for p in points
+        ]
+        with self._errors("re-creating points"):
+            self.shard.update(
+                edge.UpdateOperation.upsert_points(batch, update_mode=edge.UpdateMode.InsertOnly)
+            )
 
 
 def open_edge_store(path: Path) -> edge.EdgeShard:

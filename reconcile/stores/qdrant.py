@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 import socket
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -21,13 +22,19 @@ from reconcile.stores.base import (
     Point,
     PointId,
     SetKeys,
+    WholePoint,
     first_line,
     point_id,
+    vectors_from_json,
+    vectors_json,
 )
 
 # Seconds before the first retry of a failed read; doubled for each further one.
 BACKOFF = 0.5
 T = TypeVar("T")
+# The first server version that honours an upsert's `update_mode` (qdrant/qdrant#7963).
+# An older one ignores the unknown field, over REST and gRPC alike, and overwrites.
+INSERT_ONLY_SINCE = (1, 17)
 
 
 def _transient(exc: Exception) -> bool:
@@ -57,14 +64,17 @@ class Qdrant:
         settings: Settings,
         client: QdrantClient | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        extra_keys: Sequence[str] = (),
     ) -> None:
         self.settings = settings
         self._sleep = sleep
         self.collection = settings.collection
         self.keys = settings.keys
+        self.also_read(extra_keys)
         # A server URL may carry user:password; every message shows it masked.
         self._where = mask_url(settings.qdrant_url or "") or f"local path {settings.qdrant_path}"
         self.client = client or self._connect()
+        self._insert_only_checked = False
 
     def _connect(self) -> QdrantClient:
         s = self.settings
@@ -93,6 +103,16 @@ class Qdrant:
 
     def close(self) -> None:
         self.client.close()
+
+    def also_read(self, keys: Sequence[str]) -> None:
+        """points() and retrieve() also return these payload keys from now on."""
+        self.keys = [*self.keys, *(k for k in dict.fromkeys(keys) if k not in self.keys)]
+
+    @property
+    def local(self) -> bool:
+        """Whether the client runs local mode (a directory, or memory) rather than a server."""
+        options = self.client.init_options
+        return bool(options.get("path")) or options.get("location") == ":memory:"
 
     def _error(self, doing: str, exc: Exception) -> StoreError:
         if _unresolved(exc):
@@ -268,5 +288,94 @@ class Qdrant:
         except (ApiException, httpx.HTTPError, OSError) as exc:
             raise self._error("writing payloads", exc) from None
 
+    def whole(self, point_ids: Sequence[PointId]) -> dict[PointId, WholePoint]:
+        """The points that exist, each with every vector and its whole payload.
 
-__all__ = ["Qdrant"]
+        Read over REST (this adapter never asks for gRPC), whose floats are the
+        shortest text of the stored f32: written back, they give the same f32.
+        """
+        records = self._read(
+            "retrieving points with their vectors",
+            lambda: self.client.retrieve(
+                self.collection, list(point_ids), with_payload=True, with_vectors=True
+            ),
+        )
+        found: dict[PointId, WholePoint] = {}
+        for r in records:
+            pid = point_id(r.id)
+            found[pid] = WholePoint(pid, vectors_json(r.vector), dict(r.payload or {}))
+        return found
+
+    def delete(self, point_ids: Sequence[PointId]) -> None:
+        """Delete these points in one request; ids already absent are no error."""
+        if not point_ids:
+            return
+        selector = models.PointIdsList(points=list(point_ids))
+        # Not retried, as apply() is not: the caller re-reads to learn the outcome.
+        try:
+            self.client.delete(self.collection, selector, wait=True)
+        except (ApiException, httpx.HTTPError, OSError) as exc:
+            raise self._error("deleting points", exc) from None
+
+    def insert_only(self, points: Sequence[WholePoint]) -> None:
+        """Re-create these points in one write; a point that exists is left as it is."""
+        if not points:
+            return  # local mode refuses an empty upsert
+        ids = [p.point_id for p in points]
+        if len(set(ids)) != len(ids):
+            raise ValueError("insert_only() was given the same point id twice")
+        local = self.local
+        mode: models.UpdateMode | None = None
+        if local:
+            # Local mode's own INSERT_ONLY skips any id it has held in this session,
+            # so a point deleted earlier through the same client never came back
+            # before qdrant-client 1.20 (seen in 1.17.0 to 1.19.1). Instead: leave
+            # out the points that exist and write the others plainly. Nothing can
+            # write in between: a local-mode directory admits one client.
+            existing = set(self.retrieve(ids))
+            points = [p for p in points if p.point_id not in existing]
+            if not points:
+                return
+        else:
+            self._require_insert_only()
+            mode = models.UpdateMode.INSERT_ONLY  # qdrant-client 1.17 or later
+        structs = []
+        for p in points:
+            vectors = vectors_from_json(p.vectors, _sparse)
+            if local and isinstance(vectors, list):
+                # Local mode returns a point's only vector bare even when the collection
+                # names others, yet refuses a bare vector there; by name it takes it anywhere.
+                vectors = {"": vectors}
+            structs.append(
+                models.PointStruct(id=p.point_id, vector=vectors, payload=dict(p.payload))
+            )
+        try:
+            self.client.upsert(self.collection, structs, wait=True, update_mode=mode)
+        except ValueError as exc:  # local mode's, and the client's own validation
+            raise StoreError(
+                f"Qdrant at {self._where} refused to re-create points: {first_line(exc)}; "
+                f"collection {self.collection!r} no longer has the vectors they were saved with"
+            ) from None
+        except (ApiException, httpx.HTTPError, OSError) as exc:
+            raise self._error("re-creating points", exc) from None
+
+    def _require_insert_only(self) -> None:
+        """Refuse a server too old for insert-only writes: it would overwrite points."""
+        if self._insert_only_checked:
+            return
+        version = self._read("reading the server's version", self.client.info).version
+        found = re.match(r"(\d+)\.(\d+)", version or "")
+        if found is None or (int(found[1]), int(found[2])) < INSERT_ONLY_SINCE:
+            since = ".".join(map(str, INSERT_ONLY_SINCE))
+            raise StoreError(
+                f"Qdrant at {self._where} is version {version}, which ignores insert-only "
+                f"writes and would overwrite points: upgrade the server to {since} or later"
+            )
+        self._insert_only_checked = True
+
+
+def _sparse(indices: list[int], values: list[float]) -> models.SparseVector:
+    return models.SparseVector(indices=indices, values=values)
+
+
+__all__ = ["INSERT_ONLY_SINCE", "Qdrant"]
