@@ -113,7 +113,12 @@ def memory(pid: int) -> dict[str, int]:
 
 
 def run_cli(args: list[str]) -> Run:
-    """Run `reconcile ARGS` in a fresh process: wall time, CPU time, peak memory.
+    """Run `reconcile ARGS` in a fresh process: wall time, CPU time, peak memory."""
+    return run_process([str(RECONCILE), *args])
+
+
+def run_process(argv: list[str]) -> Run:
+    """Run `argv` in a fresh process: wall time, CPU time, peak memory.
 
     Peak RSS is the process's own VmHWM, sampled every 5 ms (it only grows, so
     the last sample before exit is the peak within a few ms). Not ru_maxrss:
@@ -123,7 +128,7 @@ def run_cli(args: list[str]) -> Run:
     """
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         started = time.perf_counter()
-        proc = subprocess.Popen([str(RECONCILE), *args], stdout=out, stderr=err)
+        proc = subprocess.Popen(argv, stdout=out, stderr=err)
         peak = {"VmHWM": 0, "RssAnon": 0}
         done = threading.Event()
 

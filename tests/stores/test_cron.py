@@ -88,7 +88,7 @@ def test_fail_on_chooses_the_exit_code(world: World) -> None:
     assert run_cli("audit", "--fail-on", "missing_person,wrong_person", env=env).returncode == 0
     assert run_cli("audit", "--fail-on", "orphan_point", env=env).returncode == 1
     bad = run_cli("audit", "--fail-on", "orphans", env=env)
-    assert bad.returncode == 2 and "unknown ones (orphans)" in bad.stderr
+    assert bad.returncode == 2 and "orphans is not a drift kind" in bad.stderr
 
 
 def test_json_logs_and_quiet(world: World) -> None:
