@@ -206,6 +206,7 @@ def settings_options(
         list[str] | None,
         typer.Option(
             "--map",
+            metavar="KEY=COLUMN",
             help="Payload KEY that must mirror COLUMN: KEY=COLUMN, or KEY=COLUMN::text for "
             "its value written as a string (repeatable; replaces a config file's map).",
             rich_help_panel="Mapping",
@@ -298,11 +299,15 @@ def run_options(
 def scope_options(
     face_id: Annotated[
         list[str] | None,
-        typer.Option(help="Only this face (repeatable); no scan.", rich_help_panel="Scope"),
+        typer.Option(
+            help="Only this face (repeatable); no scan.", metavar="ID", rich_help_panel="Scope"
+        ),
     ] = None,
     point_id: Annotated[
         list[str] | None,
-        typer.Option(help="Only this point (repeatable); no scan.", rich_help_panel="Scope"),
+        typer.Option(
+            help="Only this point (repeatable); no scan.", metavar="ID", rich_help_panel="Scope"
+        ),
     ] = None,
     ids_from: Annotated[
         str | None,
