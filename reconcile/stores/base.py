@@ -113,6 +113,11 @@ class WholePoint:
         return {"point_id": self.point_id, "vectors": self.vectors, "payload": dict(self.payload)}
 
     @classmethod
+    def of_record(cls, record: Any) -> WholePoint:
+        """From an engine's record (qdrant-client's and Qdrant Edge's have id, vector, payload)."""
+        return cls(point_id(record.id), vectors_json(record.vector), dict(record.payload or {}))
+
+    @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> WholePoint:
         vectors, payload = data["vectors"], data["payload"]
         if not isinstance(vectors, list | dict) or not isinstance(payload, dict):

@@ -27,7 +27,6 @@ from reconcile.stores.base import (
     first_line,
     point_id,
     vectors_from_json,
-    vectors_json,
 )
 
 # The engine prefixes every error it raises with this.
@@ -222,11 +221,8 @@ class EdgeQdrant:
         """The points that exist, each with every vector and its whole payload."""
         with self._errors("retrieving points with their vectors"):
             records = self.shard.retrieve(list(point_ids), True, True)
-        found: dict[PointId, WholePoint] = {}
-        for r in records:
-            pid = point_id(r.id)
-            found[pid] = WholePoint(pid, vectors_json(r.vector), dict(r.payload or {}))
-        return found
+        wholes = (WholePoint.of_record(r) for r in records)
+        return {whole.point_id: whole for whole in wholes}
 
     def delete(self, point_ids: Sequence[PointId]) -> None:
         """Delete these points in one operation; ids already absent are no error."""

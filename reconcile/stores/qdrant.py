@@ -26,7 +26,6 @@ from reconcile.stores.base import (
     first_line,
     point_id,
     vectors_from_json,
-    vectors_json,
 )
 
 # Seconds before the first retry of a failed read; doubled for each further one.
@@ -300,11 +299,8 @@ class Qdrant:
                 self.collection, list(point_ids), with_payload=True, with_vectors=True
             ),
         )
-        found: dict[PointId, WholePoint] = {}
-        for r in records:
-            pid = point_id(r.id)
-            found[pid] = WholePoint(pid, vectors_json(r.vector), dict(r.payload or {}))
-        return found
+        wholes = (WholePoint.of_record(r) for r in records)
+        return {whole.point_id: whole for whole in wholes}
 
     def delete(self, point_ids: Sequence[PointId]) -> None:
         """Delete these points in one request; ids already absent are no error."""
