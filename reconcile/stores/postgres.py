@@ -386,6 +386,17 @@ class Postgres:
                             yield Row(point, face, person, recent)
                     else:
                         yield from self._with_values(copy.rows())
+            except psycopg.DataError as exc:
+                if exc.sqlstate is not None or not info.rules:
+                    raise  # the server's error, not a value psycopg could not decode
+                # psycopg could not decode a value into Python: only a mapped column can
+                # hold one (an infinite timestamp, a year past 9999), and the payload
+                # cannot hold its ISO form either.
+                raise StoreError(
+                    f"PostgreSQL sent a value of a --map column that has no payload form "
+                    f"({first_line(exc)}): map that column through a view that casts or "
+                    "clamps it (e.g. to text), or leave it out of --map"
+                ) from None
             finally:
                 if raw.broken:
                     # The session is gone. SQLAlchemy did not see the error (it came

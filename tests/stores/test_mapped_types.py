@@ -389,6 +389,24 @@ def test_check_and_audit_refuse_an_unsupported_type_exit_2(pg_url: str, tmp_path
         world.close()
 
 
+def test_a_value_with_no_payload_form_is_one_line_naming_the_fix(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """An infinite timestamp cannot become Python's datetime nor an ISO string: exit 3."""
+    world = _cli_world(pg_url, tmp_path)
+    try:
+        world.conn.execute("UPDATE typed SET c_tstz = 'infinity'")
+        result = run_cli("audit", "--table", "typed", "--map", "t=c_tstz", env=world.env())
+        assert result.returncode == 3, result.stdout + result.stderr
+        [line] = result.stderr.strip().splitlines()
+        assert line.startswith(
+            "reconcile: error: PostgreSQL sent a value of a --map column that has no payload form"
+        )
+        assert "infinity" in line and "through a view" in line
+    finally:
+        world.close()
+
+
 # --- the whole round trip: service payloads in sync, look-alikes judged, repair exact ---
 
 
