@@ -35,12 +35,14 @@ def check_command(
             rich_help_panel="Mapping",
         ),
     ] = DEFAULT_SAMPLE,
+    quiet: o.QuietOption = False,
 ) -> None:
     """Validate the mapping on both stores and print row and point counts (exit 2 on problems);
     or, with --suggest-map, print the map table that the payloads need."""
     params = o.shared(ctx)
     with boundary("check", params) as run:
         settings = run.settings(params)
+        log.set_quiet(quiet)  # after the run's logging is set up, as audit and repair do
         if not suggest:
             source = getattr(ctx.get_parameter_source("suggest_sample"), "name", "DEFAULT")
             if source in {"COMMANDLINE", "ENVIRONMENT"}:

@@ -32,3 +32,11 @@ def test_a_command_logs_its_end_as_one_json_line(
     records = [json.loads(line) for line in done.stderr.splitlines() if line.strip()]
     assert [r["event"] for r in records] == [event]
     assert records[0]["level"] == "info" and "timestamp" in records[0]
+
+
+@pytest.mark.parametrize("command", ["check", "audit"])
+def test_quiet_leaves_stderr_empty(world: World, command: str) -> None:
+    world.face(world.person())
+    done = run_cli(command, "--quiet", env=world.env())
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
