@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from reconcile.errors import ConfigError, ExitCode, GuardError, ReconcileError, StoreError
+    from reconcile.mapping import KeyMap
     from reconcile.ops.audit import audit
     from reconcile.ops.check import CheckReport, check
     from reconcile.ops.counts import CountsReport, compare_counts
@@ -39,6 +40,7 @@ _HOMES = {
     "CountsReport": "reconcile.ops.counts",
     "ExitCode": "reconcile.errors",
     "GuardError": "reconcile.errors",
+    "KeyMap": "reconcile.mapping",
     "Postgres": "reconcile.stores.postgres",
     "Qdrant": "reconcile.stores.qdrant",
     "ReconcileError": "reconcile.errors",
@@ -81,6 +83,7 @@ __all__ = [
     "CountsReport",
     "ExitCode",
     "GuardError",
+    "KeyMap",
     "Postgres",
     "Qdrant",
     "ReconcileError",
