@@ -48,7 +48,7 @@ import psycopg
 import qdrant_edge as edge
 from psycopg import sql
 
-from bench.worlds import _uuids, with_search_path
+from bench.worlds import _uuids, drop, whole_manifest, with_search_path
 from reconcile.stores.edge import create_edge_store, upsert
 from reconcile.testing.world import create_schema
 
@@ -603,30 +603,16 @@ def load(
     directory: Path, base_url: str, *, faces: int, rate: float, seed: int, name: str
 ) -> ServiceWorld | None:
     """The world under `directory`, if it was built with these parameters and is whole."""
-    manifest_file = directory / "manifest.json"
-    edge_path = directory / "edge"
-    if not manifest_file.is_file() or not (edge_path / "edge_config.json").is_file():
+    wanted = {
+        "generator_version": GENERATOR_VERSION,
+        "faces": faces,
+        "drift_rate": rate,
+        "seed": seed,
+    }
+    manifest = whole_manifest(directory, with_search_path(base_url, name), wanted)
+    if manifest is None:
         return None
-    try:
-        manifest = json.loads(manifest_file.read_text())
-    except ValueError:
-        return None
-    wanted = {"generator_version": GENERATOR_VERSION, "faces": faces, "drift_rate": rate}
-    if any(manifest.get(k) != v for k, v in wanted.items()) or manifest.get("seed") != seed:
-        return None
-    try:
-        with psycopg.connect(with_search_path(base_url, name)) as conn:
-            row = conn.execute("SELECT count(*) FROM face_instances").fetchone()
-    except psycopg.Error:
-        return None
-    if row is None or row[0] != manifest["rows"]:
-        return None
-    return ServiceWorld(name, directory, base_url, edge_path, faces, manifest)
-
-
-def drop(base_url: str, name: str) -> None:
-    with psycopg.connect(base_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
+    return ServiceWorld(name, directory, base_url, directory / "edge", faces, manifest)
 
 
 __all__ = ["KINDS", "MAPS", "ServiceWorld", "build", "drop", "load"]

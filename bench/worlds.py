@@ -306,23 +306,32 @@ def load(
     directory: Path, base_url: str, *, faces: int, rate: float, seed: int, name: str
 ) -> World | None:
     """The world already under `directory`, if it was built with these parameters and is whole."""
-    manifest_file = directory / "manifest.json"
-    edge_path = directory / "edge"
-    if not manifest_file.is_file() or not (edge_path / "edge_config.json").is_file():
-        return None
-    try:
-        manifest = json.loads(manifest_file.read_text())
-    except ValueError:
-        return None
+    url = with_search_path(base_url, name)
     wanted = {
         "generator_version": GENERATOR_VERSION,
         "faces": faces,
         "drift_rate": rate,
         "seed": seed,
     }
+    manifest = whole_manifest(directory, url, wanted)
+    if manifest is None:
+        return None
+    return World(name, directory, url, directory / "edge", faces, manifest)
+
+
+def whole_manifest(directory: Path, url: str, wanted: dict[str, Any]) -> dict[str, Any] | None:
+    """The manifest of the world under `directory` when it was built with the `wanted`
+    parameters and both stores are whole: the edge store is there and the table at
+    `url` holds the rows the manifest counted. None means "build it again"."""
+    manifest_file = directory / "manifest.json"
+    if not manifest_file.is_file() or not (directory / "edge" / "edge_config.json").is_file():
+        return None
+    try:
+        manifest: dict[str, Any] = json.loads(manifest_file.read_text())
+    except ValueError:
+        return None
     if any(manifest.get(k) != v for k, v in wanted.items()):
         return None
-    url = with_search_path(base_url, name)
     try:
         with psycopg.connect(url) as conn:
             row = conn.execute("SELECT count(*) FROM face_instances").fetchone()
@@ -330,7 +339,7 @@ def load(
         return None
     if row is None or row[0] != manifest["rows"]:
         return None
-    return World(name, directory, url, edge_path, faces, manifest)
+    return manifest
 
 
 def drop(base_url: str, name: str) -> None:
