@@ -80,12 +80,18 @@ def task_memory(spec: dict[str, Any]) -> dict[str, Any]:
     settings = settings_for(spec)
     quarters = [spec["points"] * q // 4 for q in (1, 2, 3)]
 
-    def at_quarters(read: Callable[[], int], into: list[int]) -> Callable[[int], None]:
-        def progress(n: int) -> None:
-            if len(into) < len(quarters) and n >= quarters[len(into)]:
-                into.append(read())
+    class AtQuarters:
+        """A `scan.Progress` that reads memory as the scan passes each quarter."""
 
-        return progress
+        def __init__(self, read: Callable[[], int], into: list[int]) -> None:
+            self.read, self.into = read, into
+
+        def phase(self, name: str, unit: str, total: int | None) -> None:
+            pass  # the quarters are of the points, known up front
+
+        def __call__(self, done: int) -> None:
+            if len(self.into) < len(quarters) and done >= quarters[len(self.into)]:
+                self.into.append(self.read())
 
     rss_held: list[int] = []
     heap_held: list[int] = []
@@ -94,7 +100,7 @@ def task_memory(spec: dict[str, Any]) -> dict[str, Any]:
         opened = rss_anon()
         with PeakRss() as rss:
             report, seconds = timed(
-                lambda: audit(settings, stores=stores, progress=at_quarters(rss_anon, rss_held))
+                lambda: audit(settings, stores=stores, progress=AtQuarters(rss_anon, rss_held))
             )
         check(report, spec)
         after = rss_anon()
@@ -103,7 +109,7 @@ def task_memory(spec: dict[str, Any]) -> dict[str, Any]:
             return tracemalloc.get_traced_memory()[0]
 
         report, heap, traced = heap_peak(
-            lambda: audit(settings, stores=stores, progress=at_quarters(traced_heap, heap_held))
+            lambda: audit(settings, stores=stores, progress=AtQuarters(traced_heap, heap_held))
         )
         check(report, spec)
     return {
