@@ -64,10 +64,15 @@ class Hooks:
     # the sync helper, which waits for a held row instead of skipping it.
     lock: LockMode = LockMode.SKIP_LOCKED
     clock: Callable[[], float] = time.monotonic
+    # --delete-orphans: called with a batch's orphan points right before their recheck;
+    # and the second-sighting rule, switched off only to show what it protects.
+    before_recheck: Callable[[list[PointId]], None] | None = None
+    second_sighting: bool = True
 
     def checkpoint(self, batch: int, phase: str) -> None:
         """Reached at "before-write" (journaled, not written) and "after-write" (written,
-        not committed) of each batch. Does nothing: the crash tests replace it, in the
+        not committed) of each batch, and at "before-delete" and "after-delete" of each
+        batch of orphan points. Does nothing: the crash tests replace it, in the
         CLI process they start, to kill the run at exactly that point
         (`tests/crashing.py`)."""
 

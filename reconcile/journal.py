@@ -1,7 +1,9 @@
 """The repair journal: what each touched point held before and after, as JSON Lines.
 
 Line 1 is a header; then, per batch, one `change` line per point, written and
-fsynced before the Qdrant write, and one `outcome` line after it. Every batch is
+fsynced before the Qdrant write, and one `outcome` line after it. A payload change
+holds `before` and `after`; an orphan point's deletion (`"op": "delete"`) holds the
+whole `point`: its id, every vector as the engine returned it, and its payload. Every batch is
 appended with a single write() call, so a killed process leaves whole lines and
 at most one torn last line, which the reader reports and skips. Each finished
 `undo` appends one `undo` line with its counts, so `reconcile journals` can tell
@@ -22,9 +24,10 @@ from reconcile.errors import ConfigError
 
 FORMAT = "reconcile-journal"
 # 2: the header's `keys` holds `map` (the --map keys), and change records hold every
-# compared key. A version-1 journal (person and flag only) reads and undoes the same.
-VERSION = 2
-READABLE = (1, 2)
+# compared key. 3: a change record may be `"op": "delete"` with the whole `point`
+# (`repair --delete-orphans`). Older journals read and undo the same.
+VERSION = 3
+READABLE = (1, 2, 3)
 
 
 # A header is a few hundred bytes; reading at most this much of a first line keeps

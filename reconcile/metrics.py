@@ -67,6 +67,9 @@ class RunLabels:
         return asdict(self)
 
 
+ORPHAN_ACTIONS = ("marked", "deleted", "rescued", "waiting")
+
+
 @dataclass(frozen=True)
 class Outcome:
     """What one run measured. A value left as None is left out of the metrics, so that
@@ -78,6 +81,8 @@ class Outcome:
     repaired: int | None = None
     failed: int | None = None
     started: float | None = None  # Unix time the run started
+    # repair --delete-orphans: points marked, deleted, rescued and waiting (ORPHAN_ACTIONS)
+    orphans: dict[str, int] | None = None
 
     @property
     def succeeded(self) -> bool:
@@ -220,6 +225,16 @@ def _registry(
         gauge("points_repaired", "Qdrant points rewritten by the last run.", outcome.repaired)
     if outcome.failed is not None:
         gauge("write_failures", "Planned point writes that failed in the last run.", outcome.failed)
+    if outcome.orphans is not None:
+        orphans = Gauge(
+            f"{PREFIX}orphan_points",
+            "Orphan points the last repair --delete-orphans marked (first sighting), "
+            "deleted, rescued (a row names them again) or left waiting for the grace.",
+            (*LABELS, "action"),
+            registry=registry,
+        )
+        for action in ORPHAN_ACTIONS:
+            orphans.labels(**values, action=action).set(outcome.orphans.get(action, 0))
     gauge("duration_seconds", "Wall-clock duration of the last run.", outcome.duration_seconds)
     gauge("exit_code", "Exit code of the last run (see the README's table).", outcome.exit_code)
     gauge("last_run_timestamp_seconds", "Unix time the last run ended.", now)

@@ -10,18 +10,21 @@ from __future__ import annotations
 import heapq
 import json
 import math
-import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from reconcile.diff import REPAIRABLE, Drift, Keys, Kind, batched
 from reconcile.errors import ConfigError
 from reconcile.report import AuditReport, ScopeKind, SpaceSaving, person_capacity
+from reconcile.settings import points_limit
 from reconcile.targets import parse_duration
+
+if TYPE_CHECKING:
+    from reconcile.orphans import OrphanPlan
 
 NO_PERSON = "(no person)"
 
@@ -84,17 +87,7 @@ def parse_retention(spec: str) -> timedelta | None:
 
 def max_changes_limit(spec: str, points: int) -> int:
     """`500` is a number of points; `10%` a share of the collection's points."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(%?)\s*", spec)
-    if match is None:
-        raise ConfigError(f"--max-changes {spec!r} is not a number or a percentage: use 500 or 10%")
-    value, percent = float(match.group(1)), bool(match.group(2))
-    if percent:
-        if value > 100:
-            raise ConfigError(f"--max-changes {spec!r} is over 100%")
-        return math.floor(points * value / 100)
-    if not value.is_integer():
-        raise ConfigError(f"--max-changes {spec!r} must be a whole number of points")
-    return int(value)
+    return points_limit("--max-changes", spec, points, "10%")
 
 
 @dataclass
@@ -127,6 +120,7 @@ class Plan:
     set_payload: int = 0  # points whose person and flag agree but another mapped key not
     # Per compared key, the points where it is written (`set`) or deleted (`clear`).
     keys: dict[str, dict[str, int]] = field(default_factory=dict)
+    orphans: OrphanPlan | None = None  # with --delete-orphans
 
     @property
     def changes(self) -> int:
@@ -139,6 +133,7 @@ class Plan:
             "set_flag": self.set_flag,
             "set_payload": self.set_payload,
             "keys": self.keys,
+            "orphans": None if self.orphans is None else self.orphans.to_json(),
             "persons": self.persons,
             "persons_exact": self.persons_exact,
             "requests": self.requests,

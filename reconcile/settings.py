@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -50,6 +51,14 @@ class Settings:
     # caller may give a {key: "column[::text]"} dict or "KEY=COLUMN" strings: they are
     # normalized here, so the field always holds KeyMaps.
     map: tuple[KeyMap, ...] = ()
+    # `repair --delete-orphans` (off by default): delete points no row names, once seen
+    # orphaned twice at least `orphan_grace` apart, at most `max_deletes` (N or P% of
+    # the points scanned) marked and deleted per run. `orphan_table` is the base table
+    # owning the point column, which a view as --table needs for the recheck.
+    delete_orphans: bool = False
+    orphan_grace: str = "1h"
+    max_deletes: str = "1%"
+    orphan_table: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "map", maps_of(self.map))
@@ -88,6 +97,15 @@ class Settings:
         if self.flag_key is not None and self.flag_key == self.person_key:
             raise ConfigError("--flag-key must differ from --person-key")
         check_maps(self.map, self.person_key, self.flag_key)
+        for flag, key in (("--person-key", self.person_key), ("--flag-key", self.flag_key)):
+            if key == ORPHAN_KEY:
+                raise ConfigError(f"{flag} {key!r} is the key reconcile keeps orphan sightings in")
+        if any(m.key == ORPHAN_KEY for m in self.map):
+            raise ConfigError(f"--map {ORPHAN_KEY} is the key reconcile keeps orphan sightings in")
+        grace_seconds(self.orphan_grace)
+        deletes_limit(self.max_deletes, 0)
+        if self.orphan_table is not None:
+            table_parts(self.orphan_table)
         if not 0 <= self.min_age <= 30 * 86400:
             raise ConfigError(f"--min-age {self.min_age} is out of range: use 0 to 2592000 seconds")
         if not 0 <= self.retries <= 10:
@@ -102,6 +120,48 @@ class Settings:
         """The payload keys this tool reads and, when repairing, writes."""
         flag = [self.flag_key] if self.flag_key else []
         return [self.person_key, *flag, *(m.key for m in self.map)]
+
+
+# The payload key holding when a point was first seen orphaned (the database's clock,
+# ISO 8601 UTC). The tool's own: never compared, never mapped, never restored by undo.
+ORPHAN_KEY = "reconcile_orphan_since"
+
+_DURATION = re.compile(r"(\d+)\s*([smhdw])")
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def grace_seconds(spec: str) -> int:
+    """`--orphan-grace`: `30m`, `1h`, `2d`; `0s` is accepted (for tests: unsafe in production)."""
+    match = _DURATION.fullmatch(spec.strip())
+    if match is None:
+        raise ConfigError(
+            f"--orphan-grace {spec!r} is not a duration: use e.g. 30m, 1h or 1d "
+            "(longer than the service's longest gap between writing a point and committing its row)"
+        )
+    return int(match.group(1)) * _SECONDS[match.group(2)]
+
+
+def points_limit(flag: str, spec: str, points: int, example: str) -> int:
+    """A limit on points: `500` points, or `10%` of `points` (rounded down).
+
+    `flag` and `example` (a percentage) name the option in the messages.
+    """
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(%?)\s*", spec)
+    if match is None:
+        raise ConfigError(f"{flag} {spec!r} is not a number or a percentage: use 500 or {example}")
+    value, percent = float(match.group(1)), bool(match.group(2))
+    if percent:
+        if value > 100:
+            raise ConfigError(f"{flag} {spec!r} is over 100%")
+        return math.floor(points * value / 100)
+    if not value.is_integer():
+        raise ConfigError(f"{flag} {spec!r} must be a whole number of points")
+    return int(value)
+
+
+def deletes_limit(spec: str, points: int) -> int:
+    """`--max-deletes`: how many orphan points one run may mark and delete together."""
+    return points_limit("--max-deletes", spec, points, "1%")
 
 
 def maps_of(value: Any) -> tuple[KeyMap, ...]:

@@ -58,7 +58,7 @@ COMMANDS: dict[str, Entry] = {
         "reconcile.cli.repair",
         "repair_command",
         "Audit, then set payloads to what PostgreSQL says, in locked, journaled batches.",
-        ("scope_options", "run_options", "settings_options"),
+        ("scope_options", "orphan_options", "run_options", "settings_options"),
     ),
     "undo": Entry(
         "reconcile.cli.undo",

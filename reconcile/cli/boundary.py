@@ -82,6 +82,7 @@ class Run:
     audit: AuditReport | None = None
     repaired: int | None = None
     failed: int | None = None
+    orphans: dict[str, int] | None = None  # repair --delete-orphans: per ORPHAN_ACTIONS
     # Where each setting came from ("flag", "environment (VAR)", …, "default"): undo
     # takes the mapping from its journal and refuses only what someone chose.
     sources: dict[str, str] = field(default_factory=dict)
@@ -163,6 +164,7 @@ class Run:
             repaired=self.repaired,
             failed=self.failed,
             started=self.started_at,
+            orphans=self.orphans,
         )
         now = time.time()  # one end time: the file and the gateway say the same
         if self.metrics_push is not None:

@@ -263,8 +263,8 @@ def settings_options(
 def setting_flags(params: Mapping[str, Any]) -> dict[str, Any]:
     """The Settings fields given as flags (None: not given), from a command's options.
 
-    Every Settings field has an option of the same name in `settings_options`;
-    `config` and `env_file` name the files, not settings.
+    Every Settings field has an option of the same name in `settings_options`, but
+    repair's `orphan_options`; `config` and `env_file` name the files, not settings.
     """
     flags = {name: params.get(name) for name in SETTING_NAMES}
     # Repeatable: an empty list is "not given", so a config file's map still counts.
@@ -294,6 +294,50 @@ def run_options(
     debug: Debug = False,
 ) -> None:
     """How a run that reaches the stores logs, and where it leaves its metrics."""
+
+
+def orphan_options(
+    delete_orphans: Annotated[
+        bool | None,
+        typer.Option(
+            "--delete-orphans/--no-delete-orphans",
+            help="Delete points no row names, once seen orphaned twice a grace apart "
+            "(marked on the point the first time), journaled whole for undo.",
+            show_default="off",
+            rich_help_panel="Orphans",
+        ),
+    ] = None,
+    orphan_grace: Annotated[
+        str | None,
+        typer.Option(
+            help="Least time between an orphan's two sightings: longer than the service's "
+            "longest gap between writing a point and committing its row.",
+            show_default="1h",
+            metavar="DURATION",
+            rich_help_panel="Orphans",
+        ),
+    ] = None,
+    max_deletes: Annotated[
+        str | None,
+        typer.Option(
+            help="Refuse the run if it would mark and delete more orphans than this: "
+            "a number, or a % of the points scanned.",
+            show_default="1%",
+            metavar="N|P%",
+            rich_help_panel="Orphans",
+        ),
+    ] = None,
+    orphan_table: Annotated[
+        str | None,
+        typer.Option(
+            help="The table behind a --table view that holds the point column: its "
+            "committed rows are rechecked before a delete.",
+            metavar="TABLE",
+            rich_help_panel="Orphans",
+        ),
+    ] = None,
+) -> None:
+    """repair's --delete-orphans and its limits (Settings fields: a config file may set them)."""
 
 
 def scope_options(

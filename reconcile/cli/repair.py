@@ -16,7 +16,7 @@ from reconcile.cli import render
 from reconcile.cli.boundary import boundary, finish, held, run_lock
 from reconcile.cli.scope import positive
 from reconcile.errors import ConfigError, Interrupted
-from reconcile.ops.repair import repair
+from reconcile.ops.repair import ORPHANS_NEED_A_SCAN, repair
 from reconcile.plan import Plan, RepairOptions, parse_retention
 
 
@@ -79,6 +79,9 @@ def repair_command(
             journal_retention=parse_retention(journal_retention),
         )
         ask = decide(dry_run, yes, "repair")
+        if settings.delete_orphans and scope.incremental is not None:
+            # Even its first run, a full scan, is refused: the cron line is the same.
+            raise ConfigError(ORPHANS_NEED_A_SCAN)
         targets = scope.targets(settings)
         stop = Stop()
         # Targeted repairs rely on row locks alone; a dry run writes nothing.
@@ -113,7 +116,10 @@ def repair_command(
         render.show(report, render.render_repair, format, output)
         t = report.tallies
         run.audit, run.repaired, run.failed = report.plan.audit, t.applied, t.failed
-        if t.failed == 0:
+        if report.plan.orphans is not None:
+            run.orphans = report.orphans.counts()
+            run.failed += report.orphans.failed
+        if t.failed == 0 and report.orphans.failed == 0:
             scope.succeeded(settings, report.plan.audit.started_at)
         log.event(
             "repair.finished",
@@ -123,6 +129,10 @@ def repair_command(
             skipped=t.skipped_changed + t.skipped_locked + t.skipped_recent,
             vanished=t.vanished,
             remaining=sum(report.remaining.values()),
+            orphans_marked=report.orphans.marked,
+            orphans_deleted=report.orphans.deleted,
+            orphans_rescued=report.orphans.rescued,
+            orphans_waiting=report.orphans.waiting,
             complete=report.complete,
             seconds=round(report.duration_seconds, 3),
         )

@@ -31,9 +31,9 @@ from reconcile.journal import JournalReader, mark_undone
 from reconcile.plan import RepairOptions
 from reconcile.report import SCHEMA_VERSION
 from reconcile.scan import Progress
-from reconcile.settings import Settings, maps_of
+from reconcile.settings import ORPHAN_KEY, Settings, maps_of
 from reconcile.stores import Stores, using
-from reconcile.stores.base import DeleteKeys, PayloadOp, PointId, Row, SetKeys
+from reconcile.stores.base import DeleteKeys, PayloadOp, PointId, Row, SetKeys, WholePoint
 
 # The settings a journal's header records, with the flag that sets each.
 _RECORDED = {
@@ -107,6 +107,9 @@ def _shown(value: str | None) -> str:
     return "unset" if value is None else repr(value)
 
 
+CONFLICTS_LISTED = 100
+
+
 @dataclass
 class UndoReport:
     journal: str
@@ -122,7 +125,12 @@ class UndoReport:
     failed: int = 0
     torn_last_line: bool = False
     duration_seconds: float = 0.0
-    conflict_ids: list[PointId] = field(default_factory=list)  # the first few, for the message
+    conflict_ids: list[PointId] = field(default_factory=list)  # the first CONFLICTS_LISTED
+
+    def conflict(self, point_id: PointId) -> None:
+        self.conflicts += 1
+        if len(self.conflict_ids) < CONFLICTS_LISTED:
+            self.conflict_ids.append(point_id)
 
     @property
     def exit_code(self) -> ExitCode:
@@ -146,6 +154,7 @@ class UndoReport:
             "vanished": self.vanished,
             "failed": self.failed,
             "torn_last_line": self.torn_last_line,
+            "conflict_ids": self.conflict_ids,
             "duration_seconds": round(self.duration_seconds, 3),
         }
 
@@ -210,7 +219,12 @@ def undo(
         refuse_unlocked(s, "undo")
         s.qdrant.require_collection()
         for batch in batched(reader.changes(), options.batch_size):
-            _undo_batch(s, batch, keys, options, report, dry_run)
+            deleted = [change for change in batch if change.get("op") == "delete"]
+            if deleted:
+                _recreate(s, deleted, report, dry_run, journal)
+            changed = [change for change in batch if change.get("op") != "delete"]
+            if changed:
+                _undo_batch(s, changed, keys, options, report, dry_run)
             if progress is not None:
                 progress(report.points)
     report.torn_last_line = reader.torn
@@ -242,6 +256,62 @@ def _mark(journal: Path, report: UndoReport) -> None:
         log.event(
             "undo.unrecorded", logging.WARNING, journal=str(journal), error=exc.strerror or exc
         )
+
+
+def _recreate(
+    s: Stores, changes: list[dict[str, Any]], report: UndoReport, dry_run: bool, journal: Path
+) -> None:
+    """Re-create deleted orphan points with an insert-only write.
+
+    No row can be locked for a point no row names: what protects a point that
+    exists again (the application re-created it, or a kill -9 left it undeleted) is
+    the insert-only write itself, which never overwrites one. A point equal to the
+    journaled one (its mark aside) counts as already restored; any other is a
+    conflict, left alone. Undo never writes the mark back, and clears it from a
+    point it finds already restored: an undone point is deleted again only after
+    two fresh sightings.
+    """
+    report.points += len(changes)
+    try:
+        wanted = {p.point_id: p for p in (WholePoint.from_json(c["point"]) for c in changes)}
+    except (KeyError, TypeError, ValueError):
+        raise ConfigError(
+            f"journal {journal} has a damaged deletion record (no whole point): "
+            "pass a journal written by `reconcile repair`"
+        ) from None
+    current = s.qdrant.whole(list(wanted))
+    todo: list[WholePoint] = []
+    marked: list[PointId] = []
+    for point_id, point in wanted.items():
+        there = current.get(point_id)
+        if there is None:
+            todo.append(point)
+        elif there.without(ORPHAN_KEY).equals(point):
+            report.already_restored += 1
+            if ORPHAN_KEY in there.payload:
+                marked.append(point_id)
+        else:
+            report.conflict(point_id)
+    if dry_run:
+        report.restored += len(todo)
+        return
+    if marked:
+        with contextlib.suppress(StoreError):  # only a mark left: the next run rescues it
+            s.qdrant.apply([DeleteKeys([ORPHAN_KEY], marked)])
+    with contextlib.suppress(StoreError):  # the re-read below tells what landed
+        s.qdrant.insert_only(todo)
+    after = s.qdrant.whole([point.point_id for point in todo])
+    for point in todo:
+        found = after.get(point.point_id)
+        # The payload tells ours from a point written meanwhile (insert-only left that
+        # one alone). Vectors are not compared here: local mode holds a cosine vector
+        # it was just given re-normalized until it is reopened (see WholePoint.equals).
+        if found is None:
+            report.failed += 1
+        elif same(dict(found.payload), dict(point.payload)):
+            report.restored += 1
+        else:
+            report.conflict(point.point_id)
 
 
 def _undo_batch(
@@ -279,9 +349,7 @@ def _undo_batch(
             elif _restored(keys.actual(payload), change["before"]):
                 report.already_restored += 1
             else:
-                report.conflicts += 1
-                if len(report.conflict_ids) < 5:
-                    report.conflict_ids.append(row.point_id)
+                report.conflict(row.point_id)
         if dry_run or not todo:
             report.restored += len(todo)
             return

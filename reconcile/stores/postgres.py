@@ -1,10 +1,11 @@
 """PostgreSQL adapter: validate the mapping and stream face rows by point id.
 
-Longer than the other modules (about 780 lines) on purpose: it is the one place
+Longer than the other modules (about 880 lines) on purpose: it is the one place
 that speaks SQL, as reladiff keeps one module per database. What is here is the
 table's check, the chunked COPY stream, the locked lookups of repair and undo,
-the run lock, and whether a view can be locked (at the end); splitting it would
-spread one table's statements over files.
+the base table's recheck of orphan points, the run lock, and whether a view can
+be locked (at the end); splitting it would spread one table's statements over
+files.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from reconcile.errors import ConfigError, LockHeld, StoreError
 from reconcile.mapping import Rule, rule_for
 from reconcile.settings import Settings, mask_url, sqlalchemy_url, table_parts
-from reconcile.stores.base import KeyRange, PointId, Row, first_line, point_order
+from reconcile.stores.base import KeyRange, PointId, Row, first_line, point_id, point_order
 
 POINT_TYPES = {"uuid", "smallint", "integer", "bigint"}
 # Rows per chunk of a scan, in pages: large enough that the query overhead is
@@ -92,6 +93,7 @@ class Postgres:
         sa.event.listen(self.engine, "connect", _uuids_as_text)
         self.info: TableInfo | None = None
         self._lock_problems: list[str] | None = None
+        self._orphan_table: sa.TableClause | None = None
         self._loads: list[tuple[int, Any]] = []  # (index in Row.values, rule.load)
         self._bind(sa.types.NullType(), sa.types.NullType())
 
@@ -537,6 +539,74 @@ class Postgres:
                 assert value is not None
                 found[value] = int(n)
             return found
+
+    # --- `repair --delete-orphans`: committed rows of the base table ---------------------
+
+    def orphan_table(self) -> sa.TableClause:
+        """The table whose committed rows keep a point from being deleted as an orphan:
+        --orphan-table, else --table when it is a table (not a view); checked once.
+
+        A view cannot say a point is an orphan: a filtered or joined view hides real
+        faces. Raises ConfigError naming the fix.
+        """
+        if self._orphan_table is not None:
+            return self._orphan_table
+        s = self.settings
+        info = self.inspect()
+        name = s.orphan_table or s.table
+        if s.orphan_table is None and info.kind not in {"table", "partitioned table"}:
+            raise ConfigError(
+                f"--delete-orphans on {info.name}, a {info.kind}: a point its rows do not "
+                "name may still have a row in the table behind it; name that table with "
+                f"--orphan-table (the table holding {s.point_column}), or use --table TABLE"
+            )
+        schema, table = table_parts(name)
+        with self.reading("checking --orphan-table") as conn:
+            oid = conn.execute(
+                sa.text("SELECT to_regclass(:name)::oid"),
+                {"name": f"{schema}.{table}" if schema else table},
+            ).scalar()
+            kind = None if oid is None else relation_kind(conn, oid)
+            found = (
+                None
+                if oid is None
+                else conn.execute(
+                    sa.text(
+                        "SELECT format_type(atttypid, NULL) FROM pg_attribute "
+                        "WHERE attrelid = :oid AND attname = :column AND NOT attisdropped"
+                    ),
+                    {"oid": oid, "column": s.point_column},
+                ).scalar()
+            )
+        if kind not in {"table", "partitioned table"}:
+            what = "not found" if kind is None else f"a {kind}, not a table"
+            raise ConfigError(
+                f"--orphan-table {name!r} is {what}: name the table that holds "
+                f"{s.point_column} (schema.table outside the search path)"
+            )
+        if found != info.point_type:
+            has = "has no column" if found is None else f"has {s.point_column} of type {found}, not"
+            raise ConfigError(
+                f"--orphan-table {name!r} {has} {s.point_column} ({info.point_type}): name "
+                "the table behind --table that holds the point ids"
+            )
+        point = sa.column(s.point_column, _sql_type(info.point_type))
+        self._orphan_table = sa.table(table, point, schema=schema)
+        return self._orphan_table
+
+    def named_points(self, conn: sa.Connection, point_ids: list[PointId]) -> set[PointId]:
+        """Which of these points a committed row of `orphan_table` names (no locks: a row
+        not yet committed cannot be seen, which is what the grace is for)."""
+        table = self.orphan_table()
+        point = table.c[self.settings.point_column]
+        integer = self.inspect().point_type != "uuid"
+        # An id of the other kind names no row, and would not bind to the column's type.
+        wanted = [p for p in point_ids if isinstance(p, int) == integer]
+        if not wanted:
+            return set()
+        with self._errors("rechecking orphan points"):
+            found = conn.execute(sa.select(point).distinct().where(point.in_(wanted)))
+            return {point_id(value) for (value,) in found}
 
     # --- `check --suggest-map`: whole rows, every column ----------------------------------
 
