@@ -95,6 +95,8 @@ def _check_type(where: str, name: str, value: Any) -> Any:
             return maps_of(value)
         except ConfigError as exc:
             raise ConfigError(f"{where}: {exc}") from None
+    if name == "max_deletes" and type(value) is int:
+        return str(value)  # `max_deletes = 500` is a number of points, as "500" is
     expected = _TYPES[name]
     # bool is an int to Python but never what someone meant by `page_size = true`.
     if expected is bool:

@@ -67,7 +67,7 @@ class RunLabels:
         return asdict(self)
 
 
-ORPHAN_ACTIONS = ("marked", "deleted", "rescued", "waiting")
+ORPHAN_ACTIONS = ("marked", "deleted", "rescued", "waiting", "failed")
 
 
 @dataclass(frozen=True)
@@ -229,7 +229,8 @@ def _registry(
         orphans = Gauge(
             f"{PREFIX}orphan_points",
             "Orphan points the last repair --delete-orphans marked (first sighting), "
-            "deleted, rescued (a row names them again) or left waiting for the grace.",
+            "deleted, rescued (a row names them again), left waiting for the grace, or "
+            "failed to delete.",
             (*LABELS, "action"),
             registry=registry,
         )

@@ -20,13 +20,16 @@ the delete. The mark's read starts after the scan saw the point, so the recorded
 time is never earlier than the sighting; the recheck's `now()` is never later than
 the snapshot it reads rows in. So the rule protects a point exactly when the grace
 is longer than the application's gap between writing a point and committing its row.
+
+A little over 420 lines on purpose: the rule, the planner and the batches share the
+mark's format and the recheck's reasoning, which is clearer in one place.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -38,7 +41,7 @@ from reconcile.apply import MAX_FAILED_BATCHES, Hooks, Stop
 from reconcile.diff import Drift, Kind, Tallied, batched
 from reconcile.errors import StoreError
 from reconcile.journal import JournalWriter, NullJournal
-from reconcile.plan import RepairOptions
+from reconcile.plan import OrphanPlan, RepairOptions, orphan_guard
 from reconcile.report import AuditReport
 from reconcile.scan import Progress
 from reconcile.settings import ORPHAN_KEY, Settings, deletes_limit, grace_seconds
@@ -53,8 +56,13 @@ from reconcile.stores.base import (
     SetKeys,
     WholePoint,
 )
+from reconcile.stores.postgres import Postgres
 
-RESTART = 10  # graces after which a mark without a second sighting restarts the count
+# A mark older than RESTART graces, and at least RESTART_AFTER, restarts the count: the
+# floor keeps a daily run with an hour's grace deleting (ten graces alone would restart
+# every mark a day-apart run finds).
+RESTART = 10
+RESTART_AFTER = timedelta(days=30)
 EXAMPLES = 5  # point ids per action in the plan, for a person to look at
 
 
@@ -85,7 +93,7 @@ def sighting(raw: Any, now: datetime, grace: timedelta, second: bool = True) -> 
     """What to do with an orphan holding the mark `raw` (None: none), seen at `now`.
 
     A mark that cannot be read, from the future by more than a grace (a clock set
-    back), or older than RESTART graces starts the count again. `second=False`
+    back), or older than RESTART graces and RESTART_AFTER starts the count again. `second=False`
     switches the second-sighting rule off, only so that a test can show what it
     protects.
     """
@@ -95,7 +103,7 @@ def sighting(raw: Any, now: datetime, grace: timedelta, second: bool = True) -> 
     if since is None:
         return Action.MARK
     age = now - since
-    if age < -grace or (grace > timedelta(0) and age > RESTART * grace):
+    if age < -grace or age > max(RESTART * grace, RESTART_AFTER):
         return Action.MARK
     return Action.DELETE if age >= grace else Action.WAIT
 
@@ -105,9 +113,9 @@ class Sightings:
 
     Points are passed on untouched; the marks of those the scan then finds
     orphaned are taken out by `OrphanPlanner`, so what is left at the end are
-    points a row names (rescues) and memory holds only those. A point read just
-    before a time-boxed scan stopped, not judged, is left too: clearing its mark
-    only restarts its count, the safe direction.
+    points a row names (rescues) and memory holds only those; and points read
+    ahead of a time-boxed scan that stopped before judging them, which is why an
+    incomplete scan rescues nothing (`OrphanPlanner.plan`).
     """
 
     def __init__(self, inner: PointStore) -> None:
@@ -126,40 +134,14 @@ class Sightings:
         return getattr(self._inner, name)
 
 
-@dataclass(frozen=True)
-class OrphanPlan:
-    """What `--delete-orphans` will do: counts per action, a few ids, and the guard."""
-
-    mark: int
-    delete: int
-    rescue: int
-    waiting: int
-    grace_seconds: int
-    max_deletes: int  # the limit on marks and deletes together, in points
-    examples: dict[str, list[PointId]]
-    guard: str | None
-
-    @property
-    def writes(self) -> int:
-        return self.mark + self.delete + self.rescue
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "mark": self.mark,
-            "delete": self.delete,
-            "rescue": self.rescue,
-            "waiting": self.waiting,
-            "grace_seconds": self.grace_seconds,
-            "max_deletes": self.max_deletes,
-            "examples": self.examples,
-        }
-
-
 class OrphanPlanner:
     """The audit's orphans, spilled with their marks; planned once the scan is done."""
 
-    def __init__(self, spill: IO[str], sightings: Sightings, second: bool = True) -> None:
-        self.spill = spill
+    def __init__(
+        self, spill: IO[str], checked: IO[str], sightings: Sightings, second: bool = True
+    ) -> None:
+        self.spill = spill  # every orphan the scan found, with its mark
+        self.checked = checked  # those no committed row of the base table names
         self.sightings = sightings
         self.second = second
         self.now = datetime.now(UTC)  # replaced by the database's clock in plan()
@@ -171,10 +153,30 @@ class OrphanPlanner:
             raw = self.sightings.marks.pop(drift.point_id, None)
             self.spill.write(json.dumps([drift.point_id, raw], separators=(",", ":")) + "\n")
 
-    def plan(self, report: AuditReport, settings: Settings, now: datetime) -> OrphanPlan:
-        """Count the actions as of `now` (the database's clock, after the scan)."""
-        self.now, self.grace = now, timedelta(seconds=grace_seconds(settings.orphan_grace))
-        self.rescues = list(self.sightings.marks)
+    def plan(
+        self, report: AuditReport, settings: Settings, postgres: Postgres, batch: int
+    ) -> OrphanPlan:
+        """Check the orphans against the base table, then count the actions as of the
+        database's clock after the scan.
+
+        A point a row of the base table names is no orphan, whatever the scan saw: a
+        view as --table hides faces, and a row may have been committed since. Such a
+        point is rescued if marked, and neither marked nor counted against the limit.
+        """
+        self.grace = timedelta(seconds=grace_seconds(settings.orphan_grace))
+        # Points read ahead of a scan cut short were never judged: rescue nothing then.
+        self.rescues = list(self.sightings.marks) if report.complete else []
+        self.spill.seek(0)
+        with postgres.reading("checking orphan points against the base table") as conn:
+            self.now = conn.execute(sa.select(sa.func.now())).scalar_one()
+            for lines in batched(self.spill, batch):
+                found = [json.loads(line) for line in lines]
+                named = postgres.named_points(conn, [point_id for point_id, _ in found])
+                for (point_id, raw), line in zip(found, lines, strict=True):
+                    if point_id not in named:
+                        self.checked.write(line)
+                    elif raw is not None:
+                        self.rescues.append(point_id)
         counts = dict.fromkeys(Action, 0)
         examples: dict[str, list[PointId]] = {Action.MARK: [], Action.DELETE: []}
         for action, point_id, _raw in self._sighted():
@@ -196,8 +198,8 @@ class OrphanPlanner:
         )
 
     def _sighted(self) -> Iterator[tuple[Action, PointId, Any]]:
-        self.spill.seek(0)
-        for line in self.spill:
+        self.checked.seek(0)
+        for line in self.checked:
             point_id, raw = json.loads(line)
             yield sighting(raw, self.now, self.grace, self.second), point_id, raw
 
@@ -208,26 +210,6 @@ class OrphanPlanner:
                 yield action, point_id, raw
         for point_id in self.rescues:
             yield Action.RESCUE, point_id, None
-
-
-def orphan_guard(report: AuditReport, mark: int, delete: int, spec: str, limit: int) -> str | None:
-    """Why the orphans must not be touched, or None: too many, or no rows to judge by."""
-    if not mark + delete:
-        return None
-    rows = report.rows - report.rows_without_point
-    if rows == 0:
-        return (
-            f"the scan found no rows with a point in {report.table}, so every point looks "
-            "orphaned: --delete-orphans never marks or deletes against an empty table; "
-            "check --database-url and --table"
-        )
-    if mark + delete > limit:
-        return (
-            f"--delete-orphans would mark {mark:,} and delete {delete:,} points, more than "
-            f"--max-deletes {spec} ({limit:,} of {report.points:,} points); check --table "
-            "and --orphan-table, then raise --max-deletes if this is expected"
-        )
-    return None
 
 
 @dataclass
@@ -242,12 +224,13 @@ class OrphanTallies(Tallied):
     failed_ids: list[PointId] = field(default_factory=list)  # the first few, for the message
 
     def counts(self) -> dict[str, int]:
-        """The four counts every report shows (metrics.ORPHAN_ACTIONS)."""
+        """The counts every report shows (metrics.ORPHAN_ACTIONS)."""
         return {
             "marked": self.marked,
             "deleted": self.deleted,
             "rescued": self.rescued,
             "waiting": self.waiting,
+            "failed": self.failed,
         }
 
 
@@ -285,37 +268,51 @@ class OrphanRemover:
             late = deadline is not None and self.hooks.clock() > deadline
             if late or (stop is not None and stop.is_set()):
                 return False
-            try:
-                self._batch(number, batch)
+            if self._batch(number, batch):
                 failures_in_a_row = 0
-            except StoreError as exc:
-                self.last_error = str(exc)
-                self.tallies.failed += len(batch)
+            else:
                 failures_in_a_row += 1
-                with contextlib.suppress(OSError):
-                    self.journal.outcome(number, deleted=0, failed=len(batch), error=str(exc))
                 if failures_in_a_row == MAX_FAILED_BATCHES:
                     raise StoreError(
                         f"{MAX_FAILED_BATCHES} batches of orphan points in a row failed "
-                        f"({exc}); stopped; the journal {self.journal.path} records what "
-                        "was deleted"
-                    ) from None
+                        f"({self.last_error}); stopped; the journal {self.journal.path} "
+                        "records what was deleted"
+                    )
             done += len(batch)
             if progress is not None:
                 progress(done)
         return True
 
-    def _batch(self, number: int, batch: list[tuple[Action, PointId, Any]]) -> None:
+    def _batch(self, number: int, batch: list[tuple[Action, PointId, Any]]) -> bool:
+        """Marks, deletes, then rescues; False when a part failed (its points counted)."""
         marks = [point_id for action, point_id, _ in batch if action is Action.MARK]
         rescues = [point_id for action, point_id, _ in batch if action is Action.RESCUE]
         deletes = {point_id: raw for action, point_id, raw in batch if action is Action.DELETE}
+        ok = True
         if marks:
-            now = self.stores.postgres.now()  # after the scan saw them: see the module
-            self.tallies.marked += len(self._to_existing(SetKeys, {ORPHAN_KEY: stamp(now)}, marks))
+            ok &= self._part(marks, lambda: self._mark(marks))
         if deletes:
-            rescues += self._delete(number, deletes)
+            ok &= self._part(list(deletes), lambda: rescues.extend(self._delete(number, deletes)))
         if rescues:
-            self.tallies.rescued += len(self._to_existing(DeleteKeys, [ORPHAN_KEY], rescues))
+            ok &= self._part(rescues, lambda: self._rescue(rescues))
+        return ok
+
+    def _part(self, point_ids: list[PointId], do: Callable[[], None]) -> bool:
+        """Run one part of a batch; a store error counts its points as failed."""
+        try:
+            do()
+        except StoreError as exc:
+            self.last_error = str(exc)
+            self.tallies.failed += len(point_ids)
+            return False
+        return True
+
+    def _mark(self, point_ids: list[PointId]) -> None:
+        now = self.stores.postgres.now()  # read after the scan saw them: see the module
+        self.tallies.marked += len(self._to_existing(SetKeys, {ORPHAN_KEY: stamp(now)}, point_ids))
+
+    def _rescue(self, point_ids: list[PointId]) -> None:
+        self.tallies.rescued += len(self._to_existing(DeleteKeys, [ORPHAN_KEY], point_ids))
 
     def _to_existing(self, op: Any, arg: Any, point_ids: list[PointId]) -> list[PointId]:
         """Write `op(arg, ids)` to the points; those gone meanwhile are left out.
@@ -349,21 +346,29 @@ class OrphanRemover:
         current = s.qdrant.whole(ids)
         rescue: list[PointId] = []
         doomed: list[WholePoint] = []
+        gone = skipped = 0
         for point_id in ids:
             point = current.get(point_id)
             raw = None if point is None else point.payload.get(ORPHAN_KEY)
             if point is None or point_id in named:
-                self.tallies.gone += 1
+                gone += 1
                 if point is not None and raw is not None:
                     rescue.append(point_id)
             elif raw != planned[point_id] or sighting(raw, now, self.grace, self.second) is not (
                 Action.DELETE
             ):
-                self.tallies.skipped += 1
+                skipped += 1
             else:
                 doomed.append(point)
-        if not doomed:
-            return rescue
+        if doomed:
+            self._journaled_delete(number, doomed)
+        self.tallies.gone += gone
+        self.tallies.skipped += skipped
+        return rescue
+
+    def _journaled_delete(self, number: int, doomed: list[WholePoint]) -> None:
+        """Journal the whole points, delete those still holding the mark planned, verify."""
+        qdrant = self.stores.qdrant
         self.journal.changes(
             number,
             [
@@ -372,37 +377,49 @@ class OrphanRemover:
             ],
         )
         self.hooks.checkpoint(number, "before-delete")
-        doomed_ids = [p.point_id for p in doomed]
         error: str | None = None
+        # One delete per mark value (a batch's marks were written together, so few):
+        # the engine deletes a point only while it holds the mark rechecked, so one the
+        # application wrote again since (which drops the mark) is kept.
+        by_mark: dict[Any, list[PointId]] = {}
+        for p in doomed:
+            by_mark.setdefault(p.payload.get(ORPHAN_KEY), []).append(p.point_id)
         try:
-            s.qdrant.delete(doomed_ids)
+            for mark, point_ids in by_mark.items():
+                qdrant.delete(point_ids, None if mark is None else (ORPHAN_KEY, mark))
         except StoreError as exc:
             error = str(exc)  # the outcome is unknown: the re-read below tells
-        left = s.qdrant.retrieve(doomed_ids)
+        doomed_ids = [p.point_id for p in doomed]
+        try:
+            left = qdrant.retrieve(doomed_ids)
+        except StoreError as exc:
+            with contextlib.suppress(OSError):
+                self.journal.outcome(number, deleted=None, failed=len(doomed), error=str(exc))
+            raise
         self.hooks.checkpoint(number, "after-delete")
-        failed = [p for p in doomed_ids if p in left]
-        self.tallies.deleted += len(doomed_ids) - len(failed)
-        self.tallies.failed += len(failed)
-        self.tallies.failed_ids += failed[: EXAMPLES - len(self.tallies.failed_ids)]
-        if failed:
-            self.last_error = error or "the points are still there"
-        self.journal.outcome(
-            number, deleted=len(doomed_ids) - len(failed), failed=len(failed), error=error
-        )
-        return rescue
+        kept = [p for p in doomed_ids if p in left]
+        deleted = len(doomed_ids) - len(kept)
+        self.tallies.deleted += deleted
+        if error is None:
+            self.tallies.skipped += len(kept)  # written again since the recheck: kept
+        else:
+            self.tallies.failed += len(kept)
+            self.tallies.failed_ids += kept[: EXAMPLES - len(self.tallies.failed_ids)]
+            self.last_error = error
+        failed = len(kept) if error is not None else 0
+        self.journal.outcome(number, deleted=deleted, failed=failed, error=error)
 
 
 __all__ = [
     "EXAMPLES",
     "RESTART",
+    "RESTART_AFTER",
     "Action",
-    "OrphanPlan",
     "OrphanPlanner",
     "OrphanRemover",
     "OrphanTallies",
     "Sightings",
     "marked_at",
-    "orphan_guard",
     "sighting",
     "stamp",
 ]

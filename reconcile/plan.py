@@ -15,16 +15,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
 from reconcile.diff import REPAIRABLE, Drift, Keys, Kind, batched
 from reconcile.errors import ConfigError
 from reconcile.report import AuditReport, ScopeKind, SpaceSaving, person_capacity
 from reconcile.settings import points_limit
+from reconcile.stores.base import PointId
 from reconcile.targets import parse_duration
-
-if TYPE_CHECKING:
-    from reconcile.orphans import OrphanPlan
 
 NO_PERSON = "(no person)"
 
@@ -251,6 +249,55 @@ def guard(report: AuditReport, changes: int, max_changes: str) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class OrphanPlan:
+    """What `--delete-orphans` will do: counts per action, a few ids, and the guard."""
+
+    mark: int
+    delete: int
+    rescue: int
+    waiting: int
+    grace_seconds: int
+    max_deletes: int  # the limit on marks and deletes together, in points
+    examples: dict[str, list[PointId]]
+    guard: str | None
+
+    @property
+    def writes(self) -> int:
+        return self.mark + self.delete + self.rescue
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "mark": self.mark,
+            "delete": self.delete,
+            "rescue": self.rescue,
+            "waiting": self.waiting,
+            "grace_seconds": self.grace_seconds,
+            "max_deletes": self.max_deletes,
+            "examples": self.examples,
+        }
+
+
+def orphan_guard(report: AuditReport, mark: int, delete: int, spec: str, limit: int) -> str | None:
+    """Why the orphans must not be touched, or None: too many, or no rows to judge by."""
+    if not mark + delete:
+        return None
+    rows = report.rows - report.rows_without_point
+    if rows == 0:
+        return (
+            f"the scan found no rows with a point in {report.table}, so every point looks "
+            "orphaned: --delete-orphans never marks or deletes against an empty table; "
+            "check --database-url and --table"
+        )
+    if mark + delete > limit:
+        return (
+            f"--delete-orphans would mark {mark:,} and delete {delete:,} points, more than "
+            f"--max-deletes {spec} ({limit:,} of {report.points:,} points); check --table "
+            "and --orphan-table, then raise --max-deletes if this is expected"
+        )
+    return None
+
+
 def spilled_batches(spill: IO[str], size: int) -> Iterator[list[dict[str, Any]]]:
     spill.seek(0)
     return batched((json.loads(line) for line in spill), size)
@@ -258,11 +305,13 @@ def spilled_batches(spill: IO[str], size: int) -> Iterator[list[dict[str, Any]]]
 
 __all__ = [
     "NO_PERSON",
+    "OrphanPlan",
     "PersonPlan",
     "Plan",
     "Planner",
     "RepairOptions",
     "guard",
     "max_changes_limit",
+    "orphan_guard",
     "spilled_batches",
 ]

@@ -105,7 +105,7 @@ class Settings:
         grace_seconds(self.orphan_grace)
         deletes_limit(self.max_deletes, 0)
         if self.orphan_table is not None:
-            table_parts(self.orphan_table)
+            table_parts(self.orphan_table, "--orphan-table")
         if not 0 <= self.min_age <= 30 * 86400:
             raise ConfigError(f"--min-age {self.min_age} is out of range: use 0 to 2592000 seconds")
         if not 0 <= self.retries <= 10:
@@ -190,12 +190,12 @@ def check_identifier(flag: str, name: str) -> str:
     return name
 
 
-def table_parts(table: str) -> tuple[str | None, str]:
-    """Split `schema.table` (or `table`) into validated parts."""
+def table_parts(table: str, flag: str = "--table") -> tuple[str | None, str]:
+    """Split `schema.table` (or `table`) into validated parts; `flag` names it in errors."""
     parts = table.split(".")
     if len(parts) > 2:
-        raise ConfigError(f"--table {table!r} has too many dots: use 'table' or 'schema.table'")
-    names = [check_identifier("--table", part) for part in parts]
+        raise ConfigError(f"{flag} {table!r} has too many dots: use 'table' or 'schema.table'")
+    names = [check_identifier(flag, part) for part in parts]
     return (names[0], names[1]) if len(names) == 2 else (None, names[0])
 
 

@@ -7,6 +7,8 @@ looks at) are each declared once as a function whose signature Typer reads
 like a command's; `command_class(...)` gives a command those options through
 Typer's documented `cls=` hook, and their values reach the command as
 `shared(ctx)`. No signature is rewritten, and no option list is repeated.
+Longer than most modules on purpose: it is the one list of every option, and
+an option is looked for in one file.
 """
 
 from __future__ import annotations
@@ -301,17 +303,18 @@ def orphan_options(
         bool | None,
         typer.Option(
             "--delete-orphans/--no-delete-orphans",
-            help="Delete points no row names, once seen orphaned twice a grace apart "
-            "(marked on the point the first time), journaled whole for undo.",
+            help="Delete points no row names: marked on the first sighting, deleted on one "
+            "at least --orphan-grace later, journaled whole for undo.",
             show_default="off",
+            metavar="",
             rich_help_panel="Orphans",
         ),
     ] = None,
     orphan_grace: Annotated[
         str | None,
         typer.Option(
-            help="Least time between an orphan's two sightings: longer than the service's "
-            "longest gap between writing a point and committing its row.",
+            help="Least time between the two sightings: longer than the service's longest "
+            "gap between writing a point and committing its row.",
             show_default="1h",
             metavar="DURATION",
             rich_help_panel="Orphans",
@@ -320,8 +323,8 @@ def orphan_options(
     max_deletes: Annotated[
         str | None,
         typer.Option(
-            help="Refuse the run if it would mark and delete more orphans than this: "
-            "a number, or a % of the points scanned.",
+            help="Refuse the run if it would mark and delete more: a number, or a % of the "
+            "points scanned.",
             show_default="1%",
             metavar="N|P%",
             rich_help_panel="Orphans",
@@ -330,8 +333,7 @@ def orphan_options(
     orphan_table: Annotated[
         str | None,
         typer.Option(
-            help="The table behind a --table view that holds the point column: its "
-            "committed rows are rechecked before a delete.",
+            help="With a view as --table: the table behind it that holds the point column.",
             metavar="TABLE",
             rich_help_panel="Orphans",
         ),

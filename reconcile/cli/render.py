@@ -265,18 +265,8 @@ def render_plan(plan: Plan, console: Console) -> None:
             "have up to its error (in --format json) more changes than its columns show"
         )
     orphans = plan.orphans
-    if orphans is not None:
-        console.print(
-            f"orphan points (--delete-orphans, grace {orphans.grace_seconds:,} s): mark "
-            f"{orphans.mark:,}, delete {orphans.delete:,}, rescue {orphans.rescue:,}, waiting "
-            f"{orphans.waiting:,}; at most {orphans.max_deletes:,} marked and deleted",
-            markup=False,
-            highlight=False,
-        )
-        for action, ids in orphans.examples.items():
-            if ids:
-                shown = ", ".join(str(p) for p in ids)
-                console.print(f"  {action}, e.g.: {shown}", markup=False, highlight=False)
+    for line in tables.orphan_plan(plan):
+        console.print(line, markup=False, highlight=False)
     for guard in (plan.guard, None if orphans is None else orphans.guard):
         if guard:
             console.print(f"guard: would refuse: {guard}", markup=False, highlight=False)
@@ -294,18 +284,8 @@ def render_repair(report: RepairReport, console: Console) -> None:
         f"{t.skipped_changed:,}, skipped (locked) {t.skipped_locked:,}, vanished {t.vanished:,}, "
         f"failed {t.failed:,}"
     )
-    o = report.orphans
-    if report.plan.orphans is not None:
-        console.print(
-            f"orphan points: marked {o.marked:,}, deleted {o.deleted:,}, rescued {o.rescued:,}, "
-            f"waiting {o.waiting:,}, no longer orphaned {o.gone:,}, skipped (mark changed) "
-            f"{o.skipped:,}, failed {o.failed:,}"
-        )
-    if o.failed_ids:
-        console.print(
-            "orphan points still there after the delete, e.g.: "
-            + ", ".join(str(p) for p in o.failed_ids)
-        )
+    for line in tables.orphans_done(report.orphans if report.plan.orphans else None):
+        console.print(line, markup=False, highlight=False)
     if report.interrupted:
         console.print(
             f"stopped by {report.interrupted} after the batch in flight: run again to finish"

@@ -133,6 +133,7 @@ def repair_command(
             orphans_deleted=report.orphans.deleted,
             orphans_rescued=report.orphans.rescued,
             orphans_waiting=report.orphans.waiting,
+            orphans_failed=report.orphans.failed,
             complete=report.complete,
             seconds=round(report.duration_seconds, 3),
         )

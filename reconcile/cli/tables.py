@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from reconcile.diff import Kind
+from reconcile.orphans import OrphanTallies
 from reconcile.plan import Plan
 from reconcile.report import AuditReport
 
@@ -159,3 +160,34 @@ __all__ = [
     "top_persons",
     "top_values",
 ]
+
+
+def orphan_plan(plan: Plan) -> list[str]:
+    """The plan's lines for `--delete-orphans` (none without it): counts, then a few ids."""
+    o = plan.orphans
+    if o is None:
+        return []
+    lines = [
+        f"orphan points (--delete-orphans, grace {o.grace_seconds:,} s): mark {o.mark:,}, "
+        f"delete {o.delete:,}, rescue {o.rescue:,}, waiting {o.waiting:,}; at most "
+        f"{o.max_deletes:,} marked and deleted"
+    ]
+    lines += [
+        f"  {what}, e.g.: {', '.join(map(str, ids))}" for what, ids in o.examples.items() if ids
+    ]
+    return lines
+
+
+def orphans_done(o: OrphanTallies | None) -> list[str]:
+    """What `--delete-orphans` did (none without it)."""
+    if o is None:
+        return []
+    lines = [
+        f"orphan points: marked {o.marked:,}, deleted {o.deleted:,}, rescued {o.rescued:,}, "
+        f"waiting {o.waiting:,}, no longer orphaned {o.gone:,}, skipped (mark changed) "
+        f"{o.skipped:,}, failed {o.failed:,}"
+    ]
+    if o.failed_ids:
+        shown = ", ".join(map(str, o.failed_ids))
+        lines.append(f"orphan points still there after the delete, e.g.: {shown}")
+    return lines

@@ -76,6 +76,8 @@ def check(settings: Settings, stores: Stores | None = None) -> CheckReport:
                     f"({settings.point_column})"
                 )
             problems.extend(s.postgres.lock_problems())
+            if settings.delete_orphans:  # a config file's: the base table repair rechecks
+                s.postgres.orphan_table()
         except ConfigError as exc:
             problems.append(str(exc))
         try:

@@ -136,6 +136,7 @@ def repair(
         using(settings, stores) as s,
         tempfile.TemporaryFile("w+", encoding="utf-8") as spill,
         tempfile.TemporaryFile("w+", encoding="utf-8") as orphan_spill,
+        tempfile.TemporaryFile("w+", encoding="utf-8") as orphans_checked,
     ):
         # The spills hold which person is in which photo; TemporaryFile is mode
         # 0600 and has no name, so nothing is left behind even on kill -9.
@@ -150,7 +151,7 @@ def repair(
             s.postgres.orphan_table()  # a view without --orphan-table: refused before the scan
             sightings = Sightings(s.qdrant)
             scanned = Stores(settings, s.postgres, sightings)
-            orphans = OrphanPlanner(orphan_spill, sightings, hooks.second_sighting)
+            orphans = OrphanPlanner(orphan_spill, orphans_checked, sightings, hooks.second_sighting)
 
             def sink(drift: Drift) -> None:
                 planner(drift)
@@ -169,7 +170,7 @@ def repair(
         plan = planner.plan(report, options)
         if orphans is not None:
             plan = dataclasses.replace(
-                plan, orphans=orphans.plan(report, settings, s.postgres.now())
+                plan, orphans=orphans.plan(report, settings, s.postgres, options.batch_size)
             )
         tallies = Tallies()
         for kind, n in report.counts.items():
@@ -207,9 +208,13 @@ def repair(
                 if stop is not None:
                     stop.applying = True
                     stop.written = lambda: (
-                        f"{repairer.tallies.applied:,} points were written and "
-                        f"{remover.tallies.deleted:,} orphan points deleted "
-                        f"(journal: {journal.path})"
+                        f"{repairer.tallies.applied:,} points were written"
+                        + (
+                            f", {remover.tallies.deleted:,} orphan points deleted"
+                            if orphans
+                            else ""
+                        )
+                        + f" (journal: {journal.path})"
                     )
                 finished = True
                 if plan.changes:
@@ -241,7 +246,8 @@ def repair(
 ORPHANS_NEED_A_SCAN = (
     "--delete-orphans needs a scan of the whole id range (or a --shard of it): an orphan is "
     "a point no row names, which a targeted, --since or --incremental run cannot see; drop "
-    "those options for the run that deletes orphans"
+    "those options, or add --no-delete-orphans (a config file's delete_orphans = true) "
+    "to this run"
 )
 
 

@@ -9,6 +9,7 @@ share-of-collection guard, and keeps no journal.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Iterable
 
 from reconcile.apply import Hooks
@@ -40,7 +41,9 @@ def sync_faces(
         write_journal=False,
     )
     return repair(
-        settings,
+        # A config file shared with the cron job may turn --delete-orphans on: a
+        # targeted sync never deletes orphans (it sees no orphan), and must not refuse.
+        dataclasses.replace(settings, delete_orphans=False),
         options,
         stores=stores,
         targets=Targets(face_ids=ids),

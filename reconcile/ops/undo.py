@@ -296,11 +296,17 @@ def _recreate(
         report.restored += len(todo)
         return
     if marked:
-        with contextlib.suppress(StoreError):  # only a mark left: the next run rescues it
+        # Only the mark is left if this fails: the count goes on from it, as before.
+        with contextlib.suppress(StoreError):
             s.qdrant.apply([DeleteKeys([ORPHAN_KEY], marked)])
-    with contextlib.suppress(StoreError):  # the re-read below tells what landed
+    error: StoreError | None = None
+    try:
         s.qdrant.insert_only(todo)
+    except StoreError as exc:
+        error = exc  # the outcome is unknown (a timeout may have landed): re-read
     after = s.qdrant.whole([point.point_id for point in todo])
+    if error is not None and not after:
+        raise error  # nothing landed (a server too old for insert-only, say): its line
     for point in todo:
         found = after.get(point.point_id)
         # The payload tells ours from a point written meanwhile (insert-only left that

@@ -209,10 +209,14 @@ class PointStore(Protocol):
     def also_read(self, keys: Sequence[str]) -> None: ...
     # Deleting orphan points and undoing it. whole(): the points that exist, each with
     # every vector and its whole payload. delete(): one request; ids already absent are
-    # no error, none is no request. insert_only(): re-create points, never overwriting
-    # one that exists (it is left as it is, silently); none is no request.
+    # no error, none is no request; with `holding` (key, value) only the points whose
+    # payload holds that value then, judged by the engine as it deletes. insert_only():
+    # re-create points, never overwriting one that exists (it is left as it is,
+    # silently); none is no request.
     def whole(self, point_ids: Sequence[PointId]) -> dict[PointId, WholePoint]: ...
-    def delete(self, point_ids: Sequence[PointId]) -> None: ...
+    def delete(
+        self, point_ids: Sequence[PointId], holding: tuple[str, Any] | None = None
+    ) -> None: ...
     def insert_only(self, points: Sequence[WholePoint]) -> None: ...
 
 

@@ -224,12 +224,18 @@ class EdgeQdrant:
         wholes = (WholePoint.of_record(r) for r in records)
         return {whole.point_id: whole for whole in wholes}
 
-    def delete(self, point_ids: Sequence[PointId]) -> None:
-        """Delete these points in one operation; ids already absent are no error."""
+    def delete(self, point_ids: Sequence[PointId], holding: tuple[str, Any] | None = None) -> None:
+        """Delete these points in one operation; ids already absent are no error.
+        `holding` (key, value): only those whose payload still holds that value."""
         if not point_ids:
             return
+        operation = edge.UpdateOperation.delete_points(list(point_ids))
+        if holding is not None:
+            condition = edge.FieldCondition(holding[0], match=edge.MatchValue(holding[1]))
+            where = edge.Filter(must=[edge.HasIdCondition(set(point_ids)), condition])
+            operation = edge.UpdateOperation.delete_points_by_filter(where)
         with self._errors("deleting points"):
-            self.shard.update(edge.UpdateOperation.delete_points(list(point_ids)))
+            self.shard.update(operation)
 
     def insert_only(self, points: Sequence[WholePoint]) -> None:
         """Re-create these points in one operation; a point that exists is left as it is."""

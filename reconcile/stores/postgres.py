@@ -560,11 +560,14 @@ class Postgres:
                 "name may still have a row in the table behind it; name that table with "
                 f"--orphan-table (the table holding {s.point_column}), or use --table TABLE"
             )
-        schema, table = table_parts(name)
+        schema, table = table_parts(name, "--orphan-table")
         with self.reading("checking --orphan-table") as conn:
             oid = conn.execute(
-                sa.text("SELECT to_regclass(:name)::oid"),
-                {"name": f"{schema}.{table}" if schema else table},
+                sa.text(
+                    "SELECT to_regclass(CASE WHEN CAST(:schema AS text) IS NULL THEN '' "
+                    "ELSE quote_ident(:schema) || '.' END || quote_ident(:name))::oid"
+                ),
+                {"schema": schema, "name": table},
             ).scalar()
             kind = None if oid is None else relation_kind(conn, oid)
             found = (

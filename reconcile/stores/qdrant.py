@@ -302,11 +302,27 @@ class Qdrant:
         wholes = (WholePoint.of_record(r) for r in records)
         return {whole.point_id: whole for whole in wholes}
 
-    def delete(self, point_ids: Sequence[PointId]) -> None:
-        """Delete these points in one request; ids already absent are no error."""
+    def delete(self, point_ids: Sequence[PointId], holding: tuple[str, Any] | None = None) -> None:
+        """Delete these points in one request; ids already absent are no error.
+
+        `holding` (key, value): only those whose payload still holds that value, judged
+        by the server as it deletes (a point written again meanwhile is kept).
+        """
         if not point_ids:
             return
-        selector = models.PointIdsList(points=list(point_ids))
+        selector: models.PointIdsList | models.FilterSelector = models.PointIdsList(
+            points=list(point_ids)
+        )
+        if holding is not None:
+            key, value = holding
+            selector = models.FilterSelector(
+                filter=models.Filter(
+                    must=[
+                        models.HasIdCondition(has_id=list(point_ids)),
+                        models.FieldCondition(key=key, match=models.MatchValue(value=value)),
+                    ]
+                )
+            )
         # Not retried, as apply() is not: the caller re-reads to learn the outcome.
         try:
             self.client.delete(self.collection, selector, wait=True)

@@ -25,6 +25,7 @@ def test_dry_run_writes_nothing(world: World) -> None:
         "set_payload": 0,
         # The flag is written with the person where both differ: 4 flags, 2 of them alone.
         "keys": {"person_id": {"set": 3, "clear": 2}, "is_assigned": {"set": 4, "clear": 0}},
+        "orphans": None,  # no --delete-orphans
         "persons": 3,
         "persons_exact": True,
         "requests": 1,
