@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol, TypeVar, cast
 
 from reconcile.diff import Drift, Keys, ScanStats, diff
+from reconcile.joined import TimeUp, joined
 from reconcile.report import PrivateFile, Tally
 from reconcile.stores.base import KeyRange, Point, PointStore, Row
 from reconcile.stores.postgres import Postgres
@@ -77,7 +78,11 @@ class Scan:
         def one(key_range: KeyRange) -> ScanStats:
             stats = ScanStats()
             points = timed(qdrant.points(key_range), deadline)
-            self.run(iter([(postgres.rows(key_range), points)]), deadline, stats)
+            streams = joined(postgres, points, key_range, self.keys, stats)
+            try:
+                self.run(streams, None, stats)
+            finally:
+                close_streams(points, streams)
             return stats
 
         with ThreadPoolExecutor(max_workers=len(ranges)) as pool:
@@ -175,10 +180,6 @@ def close_streams(*streams: Iterator[Any]) -> None:
         close = getattr(stream, "close", None)
         if close is not None:
             close()
-
-
-class TimeUp(Exception):
-    """Raised inside the point stream when --max-duration has passed."""
 
 
 def timed(points: Iterator[Point], deadline: float | None) -> Iterator[Point]:

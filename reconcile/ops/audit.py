@@ -10,6 +10,7 @@ from pathlib import Path
 
 from reconcile.diff import Drift, compared_keys
 from reconcile.errors import ConfigError
+from reconcile.joined import joined
 from reconcile.report import AuditReport, PrivateFile
 from reconcile.scan import (
     OneAtATime,
@@ -86,20 +87,21 @@ def audit(
             if workers == 1:
                 for key_range in ranges:
                     points = s.qdrant.points(key_range)
-                    rows = s.postgres.rows(key_range)
                     if settings.qdrant_url:
                         # A server's client waits on the network with the GIL
-                        # released: each stream read ahead in a thread of its own
-                        # overlaps the other and the merge. An engine in this process
-                        # (local mode, edge) holds the GIL while it scrolls, so there
-                        # threads only add switching (1M faces on edge: 5.8 s with
-                        # PostgreSQL in a thread, 5.2 s without; BENCHMARKS.md).
-                        points, rows = prefetched(points), prefetched(rows)
+                        # released: reading ahead in a thread overlaps it with the
+                        # rest. An engine in this process (local mode, edge) holds
+                        # the GIL while it scrolls, so there a thread only adds
+                        # switching (BENCHMARKS.md).
+                        points = prefetched(points)
                     points = timed(counting(points, progress), deadline)
+                    # The deadline is the point stream's (timed): joined() hands over
+                    # what it joined before it goes on.
+                    streams = joined(s.postgres, points, key_range, scan.keys, scan.stats)
                     try:
-                        scan.run(iter([(rows, points)]), deadline)
+                        scan.run(streams, None)
                     finally:
-                        close_streams(points, rows)
+                        close_streams(points, streams)
             else:
                 # A server's client is thread-safe; an in-process engine (local mode,
                 # edge) is not, and gains nothing from threads under the GIL anyway:

@@ -31,6 +31,10 @@ from reconcile.settings import Settings, mask_url, sqlalchemy_url, table_parts
 from reconcile.stores.base import KeyRange, PointId, Row, first_line, point_id, point_order
 
 POINT_TYPES = {"uuid", "smallint", "integer", "bigint"}
+INTEGER_TYPES = {"smallint", "integer", "bigint"}
+# Candidates one joined chunk may return (`Joiner`); past it, the chunk is merged from
+# the row stream: a long run of rows whose points are missing stays O(chunk) in memory.
+JOIN_LIMIT = 50_000
 # Rows per chunk of a scan, in pages: large enough that the query overhead is
 # small, small enough that each chunk is a short read.
 CHUNK_PAGES = 50
@@ -308,7 +312,7 @@ class Postgres:
         window = sa.func.make_interval(0, 0, 0, 0, 0, 0, self.settings.min_age)
         return sa.func.coalesce(self._updated > sa.func.now() - window, False)
 
-    def rows(self, key_range: KeyRange | None = None) -> Iterator[Row]:
+    def rows(self, key_range: KeyRange | None = None, nulls: bool = True) -> Iterator[Row]:
         """Every row in the range, ascending by point id, in bounded chunks.
 
         Each chunk is its own short read (keyset pagination on the point index), so
@@ -357,7 +361,7 @@ class Postgres:
             assert first is not None
             after = first.point_id
             yield from self._stream(base.where(self._point == after))
-        if key_range.first:
+        if key_range.first and nulls:
             yield from self._stream(base.where(self._point.is_(None)))
 
     def _stream(self, stmt: sa.Select[Any]) -> Iterator[Row]:
@@ -394,11 +398,7 @@ class Postgres:
                 # psycopg could not decode a value into Python: only a mapped column can
                 # hold one (an infinite timestamp, a year past 9999), and the payload
                 # cannot hold its ISO form either.
-                raise StoreError(
-                    f"PostgreSQL sent a value of a --map column that has no payload form "
-                    f"({first_line(exc)}): map that column through a view that casts or "
-                    "clamps it (e.g. to text), or leave it out of --map"
-                ) from None
+                raise no_payload_form(exc) from None
             finally:
                 if raw.broken:
                     # The session is gone. SQLAlchemy did not see the error (it came
@@ -540,6 +540,84 @@ class Postgres:
                 found[value] = int(n)
             return found
 
+    # --- the full scan's fast path (`reconcile.joined`): PostgreSQL joins a chunk ----------
+
+    def _join_sql(self, low: bool, high: bool) -> tuple[str, dict[str, Any]]:
+        """The statement that FULL JOINs a chunk's points with the rows of its id range
+        and returns only candidates (see `Joiner`), with its own parameters."""
+        s, info = self.settings, self.inspect()
+        inner = sa.select(
+            self._point.label("r_point"),
+            self._id.label("r_face"),
+            self._person.label("r_person"),
+            self._recent().label("r_recent"),
+            *self._mapped,
+            # Each point's rows counted: a duplicate comes back even if its rows agree.
+            sa.func.count().over(partition_by=self._point).label("r_n"),
+        ).where(self._point.is_not(None))
+        if low:
+            inner = inner.where(self._point >= sa.bindparam("lo"))
+        if high:
+            inner = inner.where(self._point < sa.bindparam("hi"))
+        compiled = inner.compile(dialect=self.engine.dialect)
+        # The payload side is one JSON array per point, the compared keys in
+        # Keys.names order (null: absent); the row side the array the row implies.
+        values = ["f.r_person"] + ["f.r_person IS NOT NULL"] * (s.flag_key is not None)
+        values += [f"f.mapped_{n}" for n in range(len(s.map))]
+        # jsonb equality is never looser than the mapping's rules, except for numbers
+        # where the rule wants the exact JSON type ('5'::jsonb = '5.0'::jsonb): there
+        # the texts must be equal too. So SQL only filters; Python judges what it returns.
+        exact = [(0, "f.r_person")] if info.person_type in INTEGER_TYPES else []
+        flag = s.flag_key is not None
+        exact += [
+            (n + 1 + flag, f"f.mapped_{n}")
+            for n, rule in enumerate(info.rules)
+            if rule.name in {"integer", "json", "jsonb"}
+        ]
+        candidate = [
+            "p.o IS NULL",
+            "f.r_point IS NULL",
+            "f.r_n > 1",
+            "f.r_recent",
+            f"p.v IS DISTINCT FROM jsonb_build_array({', '.join(values)})",
+            *(
+                f"(p.v -> {i})::text IS DISTINCT FROM coalesce(to_jsonb({col}), 'null')::text"
+                for i, col in exact
+            ),
+        ]
+        ids = "uuid[]" if info.point_type == "uuid" else "bigint[]"
+        mapped = "".join(f", f.mapped_{n}" for n in range(len(s.map)))
+        sql = (
+            f"SELECT p.o, f.r_point, f.r_face, f.r_person, f.r_recent{mapped} "
+            f"FROM ROWS FROM (unnest(%(ids)s::{ids}), jsonb_array_elements(%(values)s::jsonb)) "
+            f"WITH ORDINALITY AS p(point, v, o) FULL JOIN ({compiled}) AS f "
+            f"ON f.r_point = p.point WHERE {' OR '.join(candidate)} LIMIT {JOIN_LIMIT + 1}"
+        )
+        return sql, dict(compiled.params)
+
+    @contextmanager
+    def joiner(self) -> Iterator[Joiner]:
+        """A connection of its own for `Joiner` queries, each its own snapshot (autocommit):
+        a scan holds no snapshot for long, as the COPY chunks do not."""
+        self.inspect()
+        with self._errors("joining points with rows"), self.engine.connect() as pooled:
+            conn = pooled.execution_options(isolation_level="AUTOCOMMIT")
+            raw = conn.connection.driver_connection
+            assert raw is not None
+            try:
+                yield Joiner(self, raw)
+            finally:
+                if raw.broken:
+                    # The session is gone (the error came from the raw connection, which
+                    # SQLAlchemy did not see): tell its pool not to reuse it.
+                    conn.invalidate()
+
+    def rows_without_point(self) -> int:
+        """How many rows name no point (NULL point id)."""
+        stmt = sa.select(sa.func.count()).select_from(self.table).where(self._point.is_(None))
+        with self.reading("counting rows without a point") as conn:
+            return int(conn.execute(stmt).scalar_one())
+
     # --- `repair --delete-orphans`: committed rows of the base table ---------------------
 
     def orphan_table(self) -> sa.TableClause:
@@ -648,6 +726,78 @@ class Postgres:
                 stmt = sa.select(table).where(table.c[point].in_(wanted[start : start + 1000]))
                 rows += [dict(record._mapping) for record in conn.execute(stmt)]
         return types, rows
+
+
+def no_payload_form(exc: psycopg.DataError) -> StoreError:
+    """psycopg could not decode a value into Python: only a mapped column can hold one
+    (an infinite timestamp, a year past 9999), and the payload cannot hold its ISO form."""
+    return StoreError(
+        f"PostgreSQL sent a value of a --map column that has no payload form "
+        f"({first_line(exc)}): map that column through a view that casts or "
+        "clamps it (e.g. to text), or leave it out of --map"
+    )
+
+
+class Joiner:
+    """One chunk of a full scan joined in PostgreSQL: the chunk's point ids (an array)
+    and compared payload values (a JSON array of arrays) FULL JOINed with the rows of
+    the chunk's id range, in one read-only statement; only candidates come back.
+
+    A candidate is a point no row names, a row naming no point of the chunk, a point
+    several rows name, a recent row (the grace window), or a pair whose values are
+    not exactly equal. Every pair not returned is in sync. The query runs while the
+    caller scrolls the next chunk: psycopg waits with the GIL released, so the
+    server's C code does the comparing on the other core.
+    """
+
+    def __init__(self, postgres: Postgres, raw: psycopg.Connection[Any]) -> None:
+        self.postgres = postgres
+        self.raw = raw
+        self.rules = postgres.inspect().rules
+        self._sql = {
+            (lo, hi): postgres._join_sql(lo, hi) for lo in (False, True) for hi in (False, True)
+        }
+
+    def __call__(
+        self, low: PointId | None, high: PointId | None, ids: str, values: str, count: int
+    ) -> list[tuple[int | None, Row | None]] | None:
+        """(ordinal of the chunk's point, 1-based, or None; its row, or None) per candidate
+        row or point; `ids` is an array literal, `values` a JSON array of `count` arrays.
+
+        None when there are more than JOIN_LIMIT candidates (a range of rows whose
+        points are missing, an empty collection): the caller merges that chunk from
+        the row stream instead, so memory stays bounded.
+        """
+        sql, fixed = self._sql[low is not None, high is not None]
+        params = {**fixed, "lo": low, "hi": high, "ids": ids, "values": values}
+        with self.postgres._errors("joining points with rows"):
+            try:
+                found = self.raw.execute(sql, params).fetchall()
+            except psycopg.DataError as exc:
+                if exc.sqlstate is None:
+                    raise no_payload_form(exc) from None  # decoding a row, in this process
+                # A string jsonb refuses (\u0000, a lone surrogate): every point of the
+                # chunk becomes a candidate (an empty array equals no row's array).
+                params["values"] = "[" + ",".join(["[]"] * count) + "]"
+                found = self.raw.execute(sql, params).fetchall()
+        if len(found) > JOIN_LIMIT:
+            return None
+        rules = self.rules
+        return [
+            (
+                o,
+                None
+                if point is None
+                else Row(
+                    _point_value(point),
+                    str(face),
+                    _point_value(person),
+                    bool(recent),
+                    tuple(rule.canonical(v) for rule, v in zip(rules, mapped, strict=True)),
+                ),
+            )
+            for o, point, face, person, recent, *mapped in found
+        ]
 
 
 @contextmanager

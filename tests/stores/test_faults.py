@@ -16,6 +16,7 @@ from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedR
 from reconcile.errors import StoreError
 from reconcile.ops.audit import audit
 from reconcile.stores import Stores
+from reconcile.stores.postgres import Joiner
 from reconcile.stores.qdrant import Qdrant
 from tests.helpers import run_cli
 from tests.world import World
@@ -127,8 +128,10 @@ def test_a_qdrant_answering_503_is_exit_3_after_retries(world: World, failing_qd
 def test_postgres_connection_lost_mid_stream_is_exit_3(
     world: World, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # Rows are read by COPY, which the server sends ahead into socket buffers:
-    # one chunk of ~20 MB is far more than they hold, so the cut lands inside it.
+    # 200,000 rows whose points are missing: more candidates than a joined chunk
+    # returns (JOIN_LIMIT), so they are read by COPY, which the server sends ahead
+    # into socket buffers: one chunk of ~20 MB is far more than they hold, so the cut
+    # lands inside it.
     world.conn.execute(
         "INSERT INTO face_instances (id, asset_id, bbox_x, bbox_y, bbox_w, bbox_h, "
         "detection_confidence, qdrant_point_id) SELECT gen_random_uuid(), 1, 0, 0, 1, 1, "
@@ -138,10 +141,10 @@ def test_postgres_connection_lost_mid_stream_is_exit_3(
     stores = world.stores(s)
     rows = stores.postgres.rows
 
-    def rows_then_cut(*args: Any) -> Iterator[Any]:
+    def rows_then_cut(*args: Any, **kwargs: Any) -> Iterator[Any]:
         # Fault injection: terminate our own backend from another session in the
         # middle of the stream, as a failover or a network cut would.
-        for n, row in enumerate(rows(*args)):
+        for n, row in enumerate(rows(*args, **kwargs)):
             if n == 1000:
                 with psycopg.connect(world.url, autocommit=True) as killer:
                     killer.execute(
@@ -157,6 +160,30 @@ def test_postgres_connection_lost_mid_stream_is_exit_3(
     # a traceback trying to reset it), and the next read gets a live one.
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert stores.postgres.count() == 200000
+
+
+def test_postgres_connection_lost_while_joining_a_chunk_is_exit_3(
+    world: World, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for _ in range(3):
+        world.face()
+    s = world.settings()
+    stores = world.stores(s)
+    join = Joiner.__call__
+
+    def cut_then_join(self: Joiner, *args: Any) -> Any:
+        # Fault injection: our joining session is terminated from another one (a
+        # failover, a network cut) right before its statement.
+        with psycopg.connect(world.url, autocommit=True) as killer:
+            killer.execute("SELECT pg_terminate_backend(%s)", (self.raw.info.backend_pid,))
+        return join(self, *args)
+
+    monkeypatch.setattr(Joiner, "__call__", cut_then_join)
+    with pytest.raises(StoreError, match="PostgreSQL"):
+        audit(s, stores=stores)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    monkeypatch.undo()
+    assert audit(s, stores=stores).counts["in_sync"] == 3  # the pool gives a live session
 
 
 def test_debug_output_never_shows_the_api_key(world: World, failing_qdrant: str) -> None:

@@ -150,7 +150,7 @@ def test_repair_writes_exactly_the_mapped_keys_that_differ(
 
     lines = [json.loads(line) for line in Path(str(report.journal)).read_text().splitlines()]
     header = lines[0]
-    assert header["version"] == 2
+    assert header["version"] == 3
     assert header["keys"] == {"person": "person_id", "flag": "is_assigned", "map": MAP}
     changes = [line for line in lines if line["type"] == "change"]
     assert len(changes) == 19
