@@ -38,7 +38,7 @@ import random
 import shutil
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -401,10 +401,31 @@ def _persons_copy(ids: Sequence[str], gone: int | None) -> bytes:
     ).encode()
 
 
+def _thin_store(path: Path) -> edge.EdgeShard:
+    return create_edge_store(path, DIM, keyword_keys=KEYWORD_INDEXES)
+
+
+def _thin_write(shard: edge.EdgeShard, points: Iterator[tuple[str, dict[str, Any]]]) -> int:
+    return upsert(shard, points, dim=DIM)
+
+
 def build(
-    directory: Path, base_url: str, *, faces: int, rate: float, seed: int, name: str
+    directory: Path,
+    base_url: str,
+    *,
+    faces: int,
+    rate: float,
+    seed: int,
+    name: str,
+    store: Callable[[Path], edge.EdgeShard] = _thin_store,
+    write: Callable[[edge.EdgeShard, Iterator[tuple[str, dict[str, Any]]]], int] = _thin_write,
 ) -> ServiceWorld:
-    """Build (or rebuild) the world `name` of `faces` faces under `directory`."""
+    """Build (or rebuild) the world `name` of `faces` faces under `directory`.
+
+    `store` creates the empty edge store (with the service's keyword indexes) and
+    `write` upserts the (id, payload) pairs into it: by default one shared tiny
+    vector, since the audit never reads vectors (bench/orphans.py writes 512-d ones).
+    """
     started = time.perf_counter()
     rng = random.Random(f"{seed}:{faces}:service")
     if directory.exists():
@@ -432,7 +453,7 @@ def build(
     url = with_search_path(base_url, name)
     edge_path = directory / "edge"
     edge_path.mkdir()
-    shard = create_edge_store(edge_path, DIM, keyword_keys=KEYWORD_INDEXES)
+    shard = store(edge_path)
     seen: set[int] = set()  # persons whose first face (the prototype) was written
 
     with psycopg.connect(url) as conn:
@@ -511,7 +532,7 @@ def build(
                         )  # fmt: skip
 
                 try:
-                    written = upsert(shard, points(), dim=DIM)
+                    written = write(shard, points())
                     copy.write("".join(buffer).encode())
                     for key in BOOL_INDEXES:
                         shard.update(
