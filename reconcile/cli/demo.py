@@ -92,6 +92,9 @@ def demo_command(
                 f"\nThis small world's drift is {share:.0%} of its points, above repair's "
                 f"default --max-changes 10%: the repair hints raise it."
             )
+        # Its orphans are about 1.1% of the points, above --max-deletes' default 1%.
+        orphans = report.counts.get("orphan_point", 0) / max(report.points, 1)
+        deletes = f" --max-deletes {math.ceil(orphans * 100) + 1}%" if orphans > 0.01 else ""
         render.say(
             f"\nTry next (the demo's PostgreSQL keeps running; `{me} demo --stop` stops it;\n"
             f"{config.name} holds the flag and the mapped payload keys):\n"
@@ -100,6 +103,7 @@ def demo_command(
             f"  {me} audit {cfg}\n"
             f"  {me} audit {cfg} --format json --details drift.jsonl\n"
             f"  {me} repair {cfg}{guard} --dry-run\n"
+            f"  {me} repair {cfg}{guard} --delete-orphans{deletes} --dry-run\n"
             f"  {me} repair {cfg}{guard} --yes --journal repair.jsonl\n"
             f"  {me} undo repair.jsonl --yes\n"
         )

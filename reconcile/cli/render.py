@@ -284,7 +284,7 @@ def render_repair(report: RepairReport, console: Console) -> None:
         f"{t.skipped_changed:,}, skipped (locked) {t.skipped_locked:,}, vanished {t.vanished:,}, "
         f"failed {t.failed:,}"
     )
-    for line in tables.orphans_done(report.orphans if report.plan.orphans else None):
+    for line in tables.orphans_done(report):
         console.print(line, markup=False, highlight=False)
     if report.interrupted:
         console.print(

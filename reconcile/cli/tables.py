@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from reconcile.diff import Kind
-from reconcile.orphans import OrphanTallies
+from reconcile.ops.repair import RepairReport
 from reconcile.plan import Plan
 from reconcile.report import AuditReport
 
@@ -168,7 +168,7 @@ def orphan_plan(plan: Plan) -> list[str]:
     if o is None:
         return []
     lines = [
-        f"orphan points (--delete-orphans, grace {o.grace_seconds:,} s): mark {o.mark:,}, "
+        f"orphan points (--delete-orphans, grace {duration(o.grace_seconds)}): mark {o.mark:,}, "
         f"delete {o.delete:,}, rescue {o.rescue:,}, waiting {o.waiting:,}; at most "
         f"{o.max_deletes:,} marked and deleted"
     ]
@@ -178,10 +178,19 @@ def orphan_plan(plan: Plan) -> list[str]:
     return lines
 
 
-def orphans_done(o: OrphanTallies | None) -> list[str]:
-    """What `--delete-orphans` did (none without it)."""
-    if o is None:
+def duration(seconds: int) -> str:
+    """A whole number of seconds as --orphan-grace spells it, in its largest exact unit."""
+    for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def orphans_done(report: RepairReport) -> list[str]:
+    """What `--delete-orphans` did (none without it), and when marked points go."""
+    if report.plan.orphans is None:
         return []
+    o, grace = report.orphans, report.plan.orphans.grace_seconds
     lines = [
         f"orphan points: marked {o.marked:,}, deleted {o.deleted:,}, rescued {o.rescued:,}, "
         f"waiting {o.waiting:,}, no longer orphaned {o.gone:,}, skipped (mark changed) "
@@ -190,4 +199,9 @@ def orphans_done(o: OrphanTallies | None) -> list[str]:
     if o.failed_ids:
         shown = ", ".join(map(str, o.failed_ids))
         lines.append(f"orphan points still there after the delete, e.g.: {shown}")
+    if o.marked or o.waiting:
+        lines.append(
+            f"marked points are deleted by a --delete-orphans run at least {duration(grace)} "
+            "after their mark, if no row names them by then"
+        )
     return lines

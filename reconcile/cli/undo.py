@@ -40,10 +40,12 @@ def undo_command(
         )
         ask = decide(dry_run, yes, "undo")
 
-        def confirm(points: int) -> bool:
-            return typer.confirm(f"Restore up to {points:,} points from {journal}?", err=True)
-
         with render.progress("undoing", enabled=not quiet) as progress:
+
+            def confirm(points: int) -> bool:
+                progress.stop()  # no spinner may overwrite the question
+                return typer.confirm(f"Restore up to {points:,} points from {journal}?", err=True)
+
             report = undo(
                 settings,
                 journal,

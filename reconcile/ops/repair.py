@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import signal
 import tempfile
 import time
@@ -14,6 +15,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+from reconcile import log
 from reconcile.apply import Hooks, Repairer, Stop, Tallies, refuse_unlocked
 from reconcile.diff import DRIFT_KINDS, REPAIRABLE, Drift, Kind, compared_keys
 from reconcile.errors import ConfigError, ExitCode, GuardError
@@ -24,7 +26,7 @@ from reconcile.orphans import OrphanPlanner, OrphanRemover, OrphanTallies, Sight
 from reconcile.plan import Plan, Planner, RepairOptions
 from reconcile.report import KEY_PREFIX, SCHEMA_VERSION
 from reconcile.scan import Progress
-from reconcile.settings import Settings
+from reconcile.settings import Settings, grace_seconds
 from reconcile.stores import Stores, using
 from reconcile.targets import Targets
 
@@ -84,7 +86,9 @@ class RepairReport:
             "schema_version": SCHEMA_VERSION,
             "dry_run": self.dry_run,
             "planned": self.plan.to_json(),
-            "guard": self.plan.guard,
+            # Either guard: a script that reads `guard` sees any refusal of the plan.
+            "guard": self.plan.guard
+            or (None if self.plan.orphans is None else self.plan.orphans.guard),
             "applied": t.applied,
             "skipped_changed": t.skipped_changed,
             "skipped_locked": t.skipped_locked,
@@ -102,6 +106,8 @@ class RepairReport:
             "orphans_rescued": self.orphans.rescued,
             "orphans_waiting": self.orphans.waiting,
             "orphans_failed": self.orphans.failed,
+            "orphans_gone": self.orphans.gone,
+            "orphans_skipped": self.orphans.skipped,
             "audit": self.plan.audit.to_json(),
             "journals_deleted": self.journals_deleted,
             "duration_seconds": round(self.duration_seconds, 3),
@@ -148,6 +154,13 @@ def repair(
         if settings.delete_orphans:
             if targets is not None:
                 raise ConfigError(ORPHANS_NEED_A_SCAN)
+            if grace_seconds(settings.orphan_grace) == 0 and not options.dry_run:
+                log.event(
+                    "repair.unsafe_grace",
+                    logging.WARNING,
+                    message="--orphan-grace 0s deletes a point whose row is not yet "
+                    "committed: for tests only, use 1h or more in production",
+                )
             s.postgres.orphan_table()  # a view without --orphan-table: refused before the scan
             sightings = Sightings(s.qdrant)
             scanned = Stores(settings, s.postgres, sightings)
@@ -246,8 +259,8 @@ def repair(
 ORPHANS_NEED_A_SCAN = (
     "--delete-orphans needs a scan of the whole id range (or a --shard of it): an orphan is "
     "a point no row names, which a targeted, --since or --incremental run cannot see; drop "
-    "those options, or add --no-delete-orphans (a config file's delete_orphans = true) "
-    "to this run"
+    "those options for this run (or, when a config file sets delete_orphans = true, add "
+    "--no-delete-orphans)"
 )
 
 

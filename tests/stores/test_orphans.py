@@ -436,14 +436,18 @@ def test_json_table_metrics_and_logs_report_the_orphans(o: Orphans, tmp_path: Pa
         "orphans_rescued": 0,
         "orphans_waiting": 0,
         "orphans_failed": 0,
+        "orphans_gone": 0,
+        "orphans_skipped": 0,
     }
     assert report["planned"]["orphans"]["mark"] == 2
     assert 'reconcile_orphan_points{action="marked"' in metrics.read_text()
     finished = [json.loads(line) for line in done.stderr.splitlines() if "repair.finished" in line]
     assert finished[0]["orphans_marked"] == 2
     table = repair_cli(tmp_path / "k.jsonl", *args, "--dry-run", env=env)
-    assert "orphan points (--delete-orphans, grace 3,600 s): mark 0, delete 0" in table.stdout
+    assert "orphan points (--delete-orphans, grace 1h): mark 0, delete 0" in table.stdout
     assert "waiting 2" in table.stdout
+    done = repair_cli(tmp_path / "l.jsonl", *args, env=env)
+    assert "deleted by a --delete-orphans run at least 1h after their mark" in done.stdout
 
 
 def readme_command(marker: str) -> str:
@@ -557,3 +561,28 @@ def test_a_scan_cut_short_rescues_nothing(o: Orphans, tmp_path: Path) -> None:
                 dataclasses.replace(report, complete=complete), settings, stores.postgres, 10
             )
             assert planner.rescues == rescued
+
+
+def test_the_json_guard_names_the_max_deletes_refusal(o: Orphans, tmp_path: Path) -> None:
+    env = cli_env(o)
+    args = [*store_flag(o), "--delete-orphans", "--dry-run", "--format", "json"]
+    done = repair_cli(tmp_path / "j.jsonl", *args, "--max-deletes", "1", env=env)
+    assert json.loads(done.stdout)["guard"].startswith("--delete-orphans would mark 2")
+    done = repair_cli(tmp_path / "j.jsonl", *args, "--max-deletes", "2", env=env)
+    assert json.loads(done.stdout)["guard"] is None
+
+
+def test_a_zero_grace_warns(o: Orphans, tmp_path: Path) -> None:
+    env = cli_env(o)
+    args = [*store_flag(o), "--delete-orphans", "--max-deletes", "100%", "--orphan-grace", "0s"]
+    done = repair_cli(tmp_path / "j.jsonl", *args, "--log-format", "json", env=env)
+    events = [json.loads(line) for line in done.stderr.splitlines()]
+    assert [e for e in events if e.get("event") == "repair.unsafe_grace"], done.stderr
+
+
+def test_grace_is_shown_in_its_largest_unit() -> None:
+    from reconcile.cli.tables import duration
+
+    assert [duration(s) for s in (0, 45, 90, 1800, 3600, 5400, 86400, 604800)] == [
+        "0s", "45s", "90s", "30m", "1h", "90m", "1d", "1w",
+    ]  # fmt: skip

@@ -138,3 +138,21 @@ def test_y_exits_5_at_once_when_another_run_took_the_lock_meanwhile(
         assert "another run holds the lock" in term.screen()
     assert not (tmp_path / "late.jsonl").exists()
     assert snapshot(world.reopen()) == before
+
+
+def test_the_undo_question_stays_on_screen(world: World, tmp_path: Path, terminal: Any) -> None:
+    drift(world)
+    env = world.env()
+    journal = tmp_path / "u.jsonl"
+    done = run_cli(*ARGS, "--yes", "--journal", str(journal), env=env)
+    assert done.returncode == 0, done.stderr
+    term = terminal(["undo", str(journal)], env)
+    question = f"Restore up to 6 points from {journal}? [y/N]"
+    term.wait_for(question)
+    # The progress display (a spinner) drew over the question before it was stopped.
+    shown = term.screen()
+    end = time.monotonic() + 1.0
+    while time.monotonic() < end:
+        assert term.screen() == shown
+    term.type("y")
+    assert term.exit_code() == 0
