@@ -10,11 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from reconcile.diff import Kind
-from reconcile.ops.repair import RepairReport
 from reconcile.plan import Plan
 from reconcile.report import AuditReport
+
+if TYPE_CHECKING:
+    from reconcile.ops.repair import RepairReport
 
 # A mapped value can be a long string or a whole JSON document; the table shows its
 # start, --format json the whole of it.

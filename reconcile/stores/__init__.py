@@ -21,8 +21,16 @@ if TYPE_CHECKING:
     from reconcile.stores.postgres import Postgres
 
 
-def open_point_store(settings: Settings) -> PointStore:
-    """The adapter the settings name: a server or local mode, or a Qdrant Edge store."""
+def open_point_store(settings: Settings, light: bool = False) -> PointStore:
+    """The adapter the settings name: a server or local mode, or a Qdrant Edge store.
+
+    `light`: a server's collection answers `check`'s few questions without importing
+    qdrant-client (`rest.RestQdrant`), which is then imported only if needed.
+    """
+    if light and settings.qdrant_url:
+        from reconcile.stores.rest import RestQdrant
+
+        return RestQdrant(settings, fallback=lambda: open_point_store(settings))
     if not settings.qdrant_edge:
         from reconcile.stores.qdrant import Qdrant
 
@@ -44,13 +52,14 @@ class Stores:
         settings: Settings,
         postgres: Postgres | None = None,
         qdrant: PointStore | None = None,
+        light: bool = False,
     ) -> None:
         from reconcile.stores.postgres import Postgres
 
         self.settings = settings
         self.postgres = postgres or Postgres(settings)
         try:
-            self.qdrant: PointStore = qdrant or open_point_store(settings)
+            self.qdrant: PointStore = qdrant or open_point_store(settings, light)
         except BaseException:
             self.postgres.close()
             raise

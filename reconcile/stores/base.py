@@ -7,12 +7,14 @@ The adapters (`postgres`, `qdrant`, `edge`) import this module and nothing else 
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, TypeVar
 from uuid import UUID
 
 PointId = int | str
+T = TypeVar("T")
 
 
 # Row and Point are named tuples rather than dataclasses: a million of each are
@@ -220,6 +222,58 @@ class PointStore(Protocol):
     def insert_only(self, points: Sequence[WholePoint]) -> None: ...
 
 
+BACKOFF = 0.5  # seconds before the first retry of a Qdrant read; doubled each time
+
+
+def unresolved(exc: BaseException) -> bool:
+    """Whether a host name lookup failed somewhere in the chain of `exc` (clients wrap it)."""
+    seen: BaseException | None = exc
+    for _ in range(10):  # a chain is short; the bound guards against a cycle
+        if seen is None:
+            return False
+        if isinstance(seen, socket.gaierror):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def qdrant_failure(where: str, doing: str, exc: BaseException) -> str:
+    """A failed Qdrant request as one line naming the server (masked) and the fix
+    (the adapters raise it as a StoreError)."""
+    if unresolved(exc):
+        # "[Errno -2] Name or service not known" alone does not say which name.
+        return (
+            f"Qdrant at {where} is unreachable: its host name does not resolve "
+            f"({first_line(exc)}); check the host in --qdrant-url (QDRANT_URL) and that "
+            "this machine's DNS knows it"
+        )
+    return (
+        f"Qdrant at {where} failed while {doing}: {first_line(exc)}; "
+        "check --qdrant-url (QDRANT_URL), --qdrant-api-key and that the server is running"
+    )
+
+
+def retried(
+    call: Callable[[], T],
+    *,
+    retries: int,
+    failures: tuple[type[BaseException], ...],
+    transient: Callable[[BaseException], bool],
+    error: Callable[[BaseException], Exception],
+    sleep: Callable[[float], None],
+) -> T:
+    """An idempotent read, its transient `failures` retried `retries` times with
+    exponential backoff; the last failure (or one not transient) raised as `error`."""
+    for attempt in range(retries + 1):
+        try:
+            return call()
+        except failures as exc:
+            if attempt == retries or not transient(exc):
+                raise error(exc) from None
+            sleep(BACKOFF * 2**attempt)
+    raise AssertionError("unreachable")
+
+
 def first_line(exc: BaseException, prefix: str = "") -> str:
     """A driver error as one line for a message: its first line, or its type's name.
 
@@ -233,6 +287,7 @@ def first_line(exc: BaseException, prefix: str = "") -> str:
 
 
 __all__ = [
+    "BACKOFF",
     "DeleteKeys",
     "KeyRange",
     "PayloadOp",
@@ -246,6 +301,9 @@ __all__ = [
     "first_line",
     "point_id",
     "point_order",
+    "qdrant_failure",
+    "retried",
+    "unresolved",
     "vectors_from_json",
     "vectors_json",
 ]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import re
-import socket
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -25,34 +24,22 @@ from reconcile.stores.base import (
     WholePoint,
     first_line,
     point_id,
+    qdrant_failure,
+    retried,
     vectors_from_json,
 )
 
-# Seconds before the first retry of a failed read; doubled for each further one.
-BACKOFF = 0.5
 T = TypeVar("T")
 # The first server version that honours an upsert's `update_mode` (qdrant/qdrant#7963).
 # An older one ignores the unknown field, over REST and gRPC alike, and overwrites.
 INSERT_ONLY_SINCE = (1, 17)
 
 
-def _transient(exc: Exception) -> bool:
+def _transient(exc: BaseException) -> bool:
     """Worth retrying: the server was unreachable, timed out, or said 5xx/429."""
     if isinstance(exc, UnexpectedResponse) and exc.status_code is not None:
         return exc.status_code >= 500 or exc.status_code == 429
     return True
-
-
-def _unresolved(exc: BaseException) -> bool:
-    """Whether a host name lookup failed somewhere in the chain of `exc` (httpx wraps it)."""
-    seen: BaseException | None = exc
-    for _ in range(10):  # a chain is short; the bound guards against a cycle
-        if seen is None:
-            return False
-        if isinstance(seen, socket.gaierror):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
 
 
 class Qdrant:
@@ -113,29 +100,19 @@ class Qdrant:
         options = self.client.init_options
         return bool(options.get("path")) or options.get("location") == ":memory:"
 
-    def _error(self, doing: str, exc: Exception) -> StoreError:
-        if _unresolved(exc):
-            # "[Errno -2] Name or service not known" alone does not say which name.
-            return StoreError(
-                f"Qdrant at {self._where} is unreachable: its host name does not resolve "
-                f"({first_line(exc)}); check the host in --qdrant-url (QDRANT_URL) and that "
-                "this machine's DNS knows it"
-            )
-        return StoreError(
-            f"Qdrant at {self._where} failed while {doing}: {first_line(exc)}; "
-            "check --qdrant-url (QDRANT_URL), --qdrant-api-key and that the server is running"
-        )
+    def _error(self, doing: str, exc: BaseException) -> StoreError:
+        return StoreError(qdrant_failure(self._where, doing, exc))
 
     def _read(self, doing: str, call: Callable[[], T]) -> T:
         """Reads are idempotent: retry transient failures, with exponential backoff."""
-        for attempt in range(self.settings.retries + 1):
-            try:
-                return call()
-            except (ApiException, httpx.HTTPError, OSError) as exc:
-                if attempt == self.settings.retries or not _transient(exc):
-                    raise self._error(doing, exc) from None
-                self._sleep(BACKOFF * 2**attempt)
-        raise AssertionError("unreachable")
+        return retried(
+            call,
+            retries=self.settings.retries,
+            failures=(ApiException, httpx.HTTPError, OSError),
+            transient=_transient,
+            error=lambda exc: self._error(doing, exc),
+            sleep=self._sleep,
+        )
 
     def require_collection(self) -> None:
         if self._read(

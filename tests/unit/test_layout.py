@@ -75,7 +75,7 @@ def test_the_graph_sees_imports_made_inside_functions() -> None:
 
 
 def test_each_store_adapter_imports_only_the_base_of_the_stores() -> None:
-    for backend in ("postgres", "qdrant", "edge"):
+    for backend in ("postgres", "qdrant", "edge", "rest"):
         name = f"reconcile.stores.{backend}"
         ours = {m for m in GRAPH[name] if m.startswith("reconcile.stores")}
         assert ours == {"reconcile.stores.base"}, name
