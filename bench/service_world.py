@@ -38,7 +38,7 @@ import random
 import shutil
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -206,6 +206,7 @@ def _drift(
     n_persons: int,
     groups: int,
     rate: float,
+    shares: Mapping[str, float] = SHARES,
 ) -> tuple[_State, dict[str, int], int, int | None]:
     """Replay the service's bugs.
 
@@ -213,7 +214,7 @@ def _drift(
     extra (orphan) points and the deleted person.
     """
     n = len(owners)
-    budget = {what: max(1, round(n * rate * share)) for what, share in SHARES.items()}
+    budget = {what: max(1, round(n * rate * share)) for what, share in shares.items()}
     state = _State(
         pg_person=list(owners),
         q_person=list(owners),
@@ -418,15 +419,22 @@ def build(
     seed: int,
     name: str,
     store: Callable[[Path], edge.EdgeShard] = _thin_store,
-    write: Callable[[edge.EdgeShard, Iterator[tuple[str, dict[str, Any]]]], int] = _thin_write,
+    write: Callable[[edge.EdgeShard, Iterator[tuple[Any, dict[str, Any]]]], int] = _thin_write,
+    point_type: str = "uuid",
+    shares: Mapping[str, float] | None = None,
 ) -> ServiceWorld:
     """Build (or rebuild) the world `name` of `faces` faces under `directory`.
 
     `store` creates the empty edge store (with the service's keyword indexes) and
     `write` upserts the (id, payload) pairs into it: by default one shared tiny
     vector, since the audit never reads vectors (bench/orphans.py writes 512-d ones).
+    `point_type` "bigint" makes the point ids random positive 62-bit integers (a
+    bigint `qdrant_point_id` column, integer Qdrant ids); `shares` replaces
+    SHARES, the drift mix (same keys). Both are recorded in the manifest when
+    not the defaults, and `load` must be given them to reuse such a world.
     """
     started = time.perf_counter()
+    variant = _variant(point_type, shares)  # checks them before anything is written
     rng = random.Random(f"{seed}:{faces}:service")
     if directory.exists():
         shutil.rmtree(directory)
@@ -435,11 +443,13 @@ def build(
     n_persons = max(4, faces // FACES_PER_PERSON)
     persons = _uuids(rng, n_persons)
     face_ids = _uuids(rng, faces)
-    point_ids = _uuids(rng, faces)
+    point_ids: Sequence[Any] = (
+        _uuids(rng, faces) if point_type == "uuid" else _integer_ids(rng, faces, point_type)
+    )
     owners, labels, groups = _truth(rng, faces, n_persons)
     asset_of, taken_of = _assets(rng, faces)
     state, events, extra, deleted_person = _drift(
-        rng, owners, labels, asset_of, n_persons, groups, rate
+        rng, owners, labels, asset_of, n_persons, groups, rate, SHARES if shares is None else shares
     )
     # Attributes no code path changes come from a generator of their own, drawn
     # while writing, so they need no memory per face.
@@ -457,7 +467,7 @@ def build(
     seen: set[int] = set()  # persons whose first face (the prototype) was written
 
     with psycopg.connect(url) as conn:
-        create_schema(conn)
+        create_schema(conn, point_type)
         with conn.transaction(), conn.cursor() as cur:
             with cur.copy("COPY persons (id, name, created_at, updated_at) FROM STDIN") as copy:
                 copy.write(_persons_copy(persons, deleted_person))
@@ -468,7 +478,7 @@ def build(
             with cur.copy(f"COPY face_instances ({columns}) FROM STDIN") as copy:
                 buffer: list[str] = []
 
-                def points() -> Iterator[tuple[str, dict[str, Any]]]:
+                def points() -> Iterator[tuple[Any, dict[str, Any]]]:
                     # One pass makes each face's row and payload: the row goes to
                     # the COPY (in chunks) as a side effect, the payload to the
                     # upsert, and the oracle judges the pair as written.
@@ -500,7 +510,7 @@ def build(
                                 *map(str, bbox),
                                 repr(confidence),
                                 NULL if quality is None else repr(quality),
-                                point_ids[i],
+                                str(point_ids[i]),
                                 NULL if pg_cluster is None else pg_cluster,
                                 NULL if pg_person is None else persons[pg_person],
                                 _CREATED,
@@ -524,10 +534,15 @@ def build(
                             oracle.both(expected, payload)
                         yield point_ids[i], payload
                     # Points of faces deleted long ago, whose rows are gone for good.
-                    for k, point in enumerate(_uuids(rng, extra)):
+                    extra_ids: Sequence[Any] = _uuids(rng, extra)
+                    if point_type != "uuid":
+                        taken = set(point_ids)
+                        extra_ids = [p for p in _integer_ids(rng, 2 * extra) if p not in taken]
+                        extra_ids = extra_ids[:extra]
+                    for k, point in enumerate(extra_ids):
                         oracle.point_only()
                         yield point, _payload(
-                            asset_of[0] - 1 - k, point, 0.9, None, (0, 0, 100, 100), False,
+                            asset_of[0] - 1 - k, str(point), 0.9, None, (0, 0, 100, 100), False,
                             None, "-1", taken_of[0], persons, None,
                         )  # fmt: skip
 
@@ -571,6 +586,7 @@ def build(
         "seed": seed,
         "flag_key": FLAG_KEY,
         "maps": [f"{key}={source}" for key, source in MAPS],
+        **variant,
         "events": events,
         "expected": expected,
         "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -620,8 +636,36 @@ def _payload(
     return payload
 
 
+def _integer_ids(rng: random.Random, count: int, point_type: str = "bigint") -> list[int]:
+    """`count` distinct random positive integer point ids (62 bits: a bigint, a Qdrant u64)."""
+    if point_type != "bigint":
+        raise ValueError(f"point_type {point_type!r}: uuid or bigint")
+    return rng.sample(range(1, 2**62), count)
+
+
+def _variant(point_type: str, shares: Mapping[str, float] | None) -> dict[str, Any]:
+    """The manifest's record of a non-default point type or drift mix (none for the defaults,
+    so that worlds built before these options existed are still reused)."""
+    found: dict[str, Any] = {}
+    if point_type != "uuid":
+        found["point_type"] = point_type
+    if shares is not None:
+        if set(shares) != set(SHARES):
+            raise ValueError(f"shares must name exactly {', '.join(SHARES)}")
+        found["shares"] = dict(shares)
+    return found
+
+
 def load(
-    directory: Path, base_url: str, *, faces: int, rate: float, seed: int, name: str
+    directory: Path,
+    base_url: str,
+    *,
+    faces: int,
+    rate: float,
+    seed: int,
+    name: str,
+    point_type: str = "uuid",
+    shares: Mapping[str, float] | None = None,
 ) -> ServiceWorld | None:
     """The world under `directory`, if it was built with these parameters and is whole."""
     wanted = {
@@ -629,6 +673,7 @@ def load(
         "faces": faces,
         "drift_rate": rate,
         "seed": seed,
+        **_variant(point_type, shares),
     }
     manifest = whole_manifest(directory, with_search_path(base_url, name), wanted)
     if manifest is None:

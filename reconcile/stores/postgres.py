@@ -173,13 +173,7 @@ class Postgres:
         schema, name = table_parts(s.table)
         qualified = f"{schema}.{name}" if schema else name
         with self.reading("reading the table's definition") as conn:
-            oid = conn.execute(
-                sa.text(
-                    "SELECT to_regclass(CASE WHEN CAST(:schema AS text) IS NULL THEN '' "
-                    "ELSE quote_ident(:schema) || '.' END || quote_ident(:name))::oid"
-                ),
-                {"schema": schema, "name": name},
-            ).scalar()
+            oid = relation_oid(conn, schema, name)
             if oid is None:
                 raise ConfigError(
                     f"table {qualified!r} not found in the database: set --table "
@@ -640,13 +634,7 @@ class Postgres:
             )
         schema, table = table_parts(name, "--orphan-table")
         with self.reading("checking --orphan-table") as conn:
-            oid = conn.execute(
-                sa.text(
-                    "SELECT to_regclass(CASE WHEN CAST(:schema AS text) IS NULL THEN '' "
-                    "ELSE quote_ident(:schema) || '.' END || quote_ident(:name))::oid"
-                ),
-                {"schema": schema, "name": table},
-            ).scalar()
+            oid = relation_oid(conn, schema, table)
             kind = None if oid is None else relation_kind(conn, oid)
             found = (
                 None
@@ -889,6 +877,19 @@ _LOCKABLE = (
     "DISTINCT, aggregate, window function, UNION or WITH query — or the table itself"
 )
 _OVERWRITE = "repair could overwrite a change made meanwhile"
+
+
+def relation_oid(conn: sa.Connection, schema: str | None, name: str) -> int | None:
+    """The oid of table or view `schema.name` (the search path's when schema is None),
+    each part quoted as given (a mixed-case name stays mixed-case); None when absent."""
+    oid = conn.execute(
+        sa.text(
+            "SELECT to_regclass(CASE WHEN CAST(:schema AS text) IS NULL THEN '' "
+            "ELSE quote_ident(:schema) || '.' END || quote_ident(:name))::oid"
+        ),
+        {"schema": schema, "name": name},
+    ).scalar()
+    return None if oid is None else int(oid)
 
 
 def relation_kind(conn: sa.Connection, oid: int) -> str:
