@@ -208,7 +208,8 @@ def _duplicate(point_id: PointId, group: list[Row], point: Point | None, keys: K
     return Drift(
         Kind.DUPLICATE_POINT,
         point_id,
-        tuple(r.face_id for r in group),
+        # Sorted: the rows of one point come in no particular order from PostgreSQL.
+        tuple(sorted(r.face_id for r in group)),
         None,
         None if point is None else keys.actual(point.payload),
         persons[0] if persons else None,

@@ -55,7 +55,8 @@ def joined(
     names = keys.names
     low: PointId | None = key_range.low
     pending: _Chunk | None = None
-    with postgres.joiner() as join, ThreadPoolExecutor(1, "reconcile-join") as pool:
+    join = postgres.joiner()
+    with ThreadPoolExecutor(1, "reconcile-join") as pool:
         following = next(points, None)
         first = True
         while first or following is not None:
@@ -68,11 +69,11 @@ def joined(
                     yield pending.handed_over(postgres, stats)
                 raise
             high = key_range.high if following is None else following[0]
-            # Point ids of the other kind than the column's (integers in a uuid table,
-            # UUIDs in an integer one) name no row: candidates without a query.
-            own = [n for n, p in enumerate(chunk) if (type(p[0]) is int) == integer]
+            # Point ids the column cannot hold (integers in a uuid table, UUIDs or
+            # integers past bigint in an integer one) name no row: candidates as they are.
+            own = [n for n, p in enumerate(chunk) if _fits(p[0], integer)]
             lo, hi = _bound(low, integer), _bound(high, integer)
-            future = pool.submit(_query, join, lo, hi, chunk, own, names)
+            future = pool.submit(_query, join, lo, hi, chunk, own, names, join.exact)
             if pending is not None:
                 yield pending.handed_over(postgres, stats)
             pending = _Chunk(future, chunk, own, lo, hi)
@@ -89,15 +90,26 @@ _BEFORE_ALL = object()  # a bound below every id of the column's kind
 _AFTER_ALL = object()  # a bound above every id of the column's kind
 
 
+BIGINT_END = 2**63  # Qdrant's integer ids are unsigned 64-bit; PostgreSQL's bigint is not
+
+
+def _fits(point_id: PointId, integer: bool) -> bool:
+    """Whether the point column (integers when `integer`, else uuid) can hold this id."""
+    if type(point_id) is int:
+        return integer and point_id < BIGINT_END
+    return not integer
+
+
 def _bound(value: PointId | None, integer: bool) -> object:
-    """A chunk's bound for the column: None (open), an id of its kind, or a marker.
+    """A chunk's bound for the column: None (open), an id it can hold, or a marker.
 
     Qdrant orders integers before UUIDs, so an integer bound in a uuid table lies
-    below every row, and a UUID bound in an integer table above every row.
+    below every row, and a UUID bound (or one past bigint) in an integer table above
+    every row.
     """
-    if value is None or (type(value) is int) == integer:
+    if value is None or _fits(value, integer):
         return value
-    return _BEFORE_ALL if not integer else _AFTER_ALL
+    return _AFTER_ALL if integer else _BEFORE_ALL
 
 
 def _query(
@@ -107,18 +119,25 @@ def _query(
     chunk: list[Point],
     own: list[int],
     names: tuple[str, ...],
+    exact: tuple[int, ...],
 ) -> Found:
     """Run in the pool's thread: the chunk's candidates, or (an empty id range) its
-    points of the column's kind, each a candidate without a row."""
+    points of the column's kind, each a candidate without a row.
+
+    Each point's values go in `names` order; those at the `exact` positions as their
+    JSON text (Python's, which PostgreSQL's to_jsonb text equals exactly when the
+    values are equal under the rules: see `Postgres._join_sql`).
+    """
     if low is _AFTER_ALL or high is _BEFORE_ALL:
         return [(n + 1, None) for n in range(len(own))]
     ids = "{" + ",".join(str(chunk[n][0]) for n in own) + "}"
     try:
-        values = json.dumps(
-            [[chunk[n][1].get(key) for key in names] for n in own],
-            separators=(",", ":"),
-            allow_nan=False,
-        )
+        rows = [[chunk[n][1].get(key) for key in names] for n in own]
+        for i in exact:
+            for row in rows:
+                if row[i] is not None:
+                    row[i] = json.dumps(row[i], ensure_ascii=False, allow_nan=False)
+        values = json.dumps(rows, separators=(",", ":"), allow_nan=False)
     except ValueError:
         # NaN or infinity, which JSON cannot carry: every point of the chunk is made a
         # candidate (an empty array equals no row's array) and judged by the merge.

@@ -32,6 +32,9 @@ from reconcile.stores.base import KeyRange, PointId, Row, first_line, point_id, 
 
 POINT_TYPES = {"uuid", "smallint", "integer", "bigint"}
 INTEGER_TYPES = {"smallint", "integer", "bigint"}
+# Column types whose value's str() in Python is PostgreSQL's text of it (uuids are
+# loaded as text on every connection: `_uuids_as_text`).
+PLAIN_TEXT = {"uuid", "text", "character varying", *INTEGER_TYPES}
 # Candidates one joined chunk may return (`Joiner`); past it, the chunk is merged from
 # the row stream: a long run of rows whose points are missing stays O(chunk) in memory.
 JOIN_LIMIT = 50_000
@@ -556,55 +559,53 @@ class Postgres:
         compiled = inner.compile(dialect=self.engine.dialect)
         # The payload side is one JSON array per point, the compared keys in
         # Keys.names order (null: absent); the row side the array the row implies.
-        values = ["f.r_person"] + ["f.r_person IS NOT NULL"] * (s.flag_key is not None)
-        values += [f"f.mapped_{n}" for n in range(len(s.map))]
-        # jsonb equality is never looser than the mapping's rules, except for numbers
-        # where the rule wants the exact JSON type ('5'::jsonb = '5.0'::jsonb): there
-        # the texts must be equal too. So SQL only filters; Python judges what it returns.
-        exact = [(0, "f.r_person")] if info.person_type in INTEGER_TYPES else []
         flag = s.flag_key is not None
-        exact += [
-            (n + 1 + flag, f"f.mapped_{n}")
-            for n, rule in enumerate(info.rules)
-            if rule.name in {"integer", "json", "jsonb"}
-        ]
-        candidate = [
-            "p.o IS NULL",
-            "f.r_point IS NULL",
-            "f.r_n > 1",
-            "f.r_recent",
-            f"p.v IS DISTINCT FROM jsonb_build_array({', '.join(values)})",
-            *(
-                f"(p.v -> {i})::text IS DISTINCT FROM coalesce(to_jsonb({col}), 'null')::text"
-                for i, col in exact
-            ),
-        ]
+        values = ["f.r_person"] + ["f.r_person IS NOT NULL"] * flag
+        values += [f"f.mapped_{n}" for n in range(len(s.map))]
+        where = {0: "f.r_person", **{n + 1 + flag: f"f.mapped_{n}" for n in range(len(s.map))}}
+        candidate = ["p.o IS NULL", "f.r_point IS NULL", "f.r_n > 1", "f.r_recent"]
+        # jsonb equality is never looser than the mapping's rules but where noted here;
+        # SQL only filters, and Python judges every candidate by the rules.
+        for i in self.join_exact():
+            # Integers and JSON: '5'::jsonb = '5.0'::jsonb, and a float prints 1e+16 where
+            # jsonb prints 10000000000000000. Both sides go as their exact JSON text (the
+            # payload's as Python writes it, `Joiner`): equal texts are equal values.
+            values[i] = f"to_jsonb({where[i]})::text"
+        for n, rule in enumerate(info.rules):
+            column, i = f"f.mapped_{n}", n + 1 + flag
+            if rule.name == "json":
+                # A json column keeps its text ('1e2', which Python reads as a float),
+                # while to_jsonb normalizes it (100): an exponent is a candidate.
+                candidate.append(f"{column}::text ~ '[eE]'")
+            elif rule.copy_type == "float8":  # double precision, numeric, real
+                # NaN and Infinity columns turn into the strings "NaN", "Infinity".
+                candidate.append(f"jsonb_typeof(p.v -> {i}) = 'string'")
+            elif rule.copy_type in {"timestamptz", "timestamp"}:
+                # Infinity, BC and years past 9999 have no payload form: decoding the
+                # candidate fails with the message the row stream gives (no_payload_form).
+                candidate.append(f"extract(year FROM {column}) NOT BETWEEN 2 AND 9998")
+        candidate.append(f"p.v IS DISTINCT FROM jsonb_build_array({', '.join(values)})")
         ids = "uuid[]" if info.point_type == "uuid" else "bigint[]"
         mapped = "".join(f", f.mapped_{n}" for n in range(len(s.map)))
         sql = (
-            f"SELECT p.o, f.r_point, f.r_face, f.r_person, f.r_recent{mapped} "
+            f"SELECT p.o, f.r_point, f.r_face, f.r_person, f.r_recent::int{mapped} "
             f"FROM ROWS FROM (unnest(%(ids)s::{ids}), jsonb_array_elements(%(values)s::jsonb)) "
             f"WITH ORDINALITY AS p(point, v, o) FULL JOIN ({compiled}) AS f "
             f"ON f.r_point = p.point WHERE {' OR '.join(candidate)} LIMIT {JOIN_LIMIT + 1}"
         )
         return sql, dict(compiled.params)
 
-    @contextmanager
-    def joiner(self) -> Iterator[Joiner]:
-        """A connection of its own for `Joiner` queries, each its own snapshot (autocommit):
-        a scan holds no snapshot for long, as the COPY chunks do not."""
-        self.inspect()
-        with self._errors("joining points with rows"), self.engine.connect() as pooled:
-            conn = pooled.execution_options(isolation_level="AUTOCOMMIT")
-            raw = conn.connection.driver_connection
-            assert raw is not None
-            try:
-                yield Joiner(self, raw)
-            finally:
-                if raw.broken:
-                    # The session is gone (the error came from the raw connection, which
-                    # SQLAlchemy did not see): tell its pool not to reuse it.
-                    conn.invalidate()
+    def join_exact(self) -> tuple[int, ...]:
+        """The positions (in Keys.names order) whose values a joined chunk compares as
+        exact JSON text: an integer person column, integer, json and jsonb --map columns."""
+        info, flag = self.inspect(), self.settings.flag_key is not None
+        person = (0,) if info.person_type in INTEGER_TYPES else ()
+        exact = {"integer", "json", "jsonb"}
+        return person + tuple(n + 1 + flag for n, r in enumerate(info.rules) if r.name in exact)
+
+    def joiner(self) -> Joiner:
+        """The statement runner for `reconcile.joined` (one per scan or worker)."""
+        return Joiner(self)
 
     def rows_without_point(self) -> int:
         """How many rows name no point (NULL point id)."""
@@ -738,13 +739,13 @@ class Joiner:
     server's C code does the comparing on the other core.
     """
 
-    def __init__(self, postgres: Postgres, raw: psycopg.Connection[Any]) -> None:
+    def __init__(self, postgres: Postgres) -> None:
         self.postgres = postgres
-        self.raw = raw
         self.rules = postgres.inspect().rules
-        self._sql = {
-            (lo, hi): postgres._join_sql(lo, hi) for lo in (False, True) for hi in (False, True)
-        }
+        self.exact = postgres.join_exact()
+        both = (False, True)
+        self._sql = {(lo, hi): postgres._join_sql(lo, hi) for lo in both for hi in both}
+        self._face_type: int | None = None
 
     def __call__(
         self, low: PointId | None, high: PointId | None, ids: str, values: str, count: int
@@ -752,23 +753,27 @@ class Joiner:
         """(ordinal of the chunk's point, 1-based, or None; its row, or None) per candidate
         row or point; `ids` is an array literal, `values` a JSON array of `count` arrays.
 
-        None when there are more than JOIN_LIMIT candidates (a range of rows whose
-        points are missing, an empty collection): the caller merges that chunk from
-        the row stream instead, so memory stays bounded.
+        None when the chunk is better merged from the row stream: more than JOIN_LIMIT
+        candidates (a range of rows whose points are missing, an empty collection),
+        or a value the statement cannot take (a json column PostgreSQL cannot turn
+        into jsonb); memory stays bounded and the merge decides, as without this path.
         """
         sql, fixed = self._sql[low is not None, high is not None]
         params = {**fixed, "lo": low, "hi": high, "ids": ids, "values": values}
-        with self.postgres._errors("joining points with rows"):
+        # A connection per statement, each its own snapshot (autocommit): a scan holds
+        # no snapshot for long, and `--workers` scans hold no connection between chunks.
+        with self.postgres._errors("joining points with rows"), self.postgres.engine.connect() as c:
+            conn = c.execution_options(isolation_level="AUTOCOMMIT")
+            raw = conn.connection.driver_connection
+            assert raw is not None
             try:
-                found = self.raw.execute(sql, params).fetchall()
-            except psycopg.DataError as exc:
-                if exc.sqlstate is None:
-                    raise no_payload_form(exc) from None  # decoding a row, in this process
-                # A string jsonb refuses (\u0000, a lone surrogate): every point of the
-                # chunk becomes a candidate (an empty array equals no row's array).
-                params["values"] = "[" + ",".join(["[]"] * count) + "]"
-                found = self.raw.execute(sql, params).fetchall()
-        if len(found) > JOIN_LIMIT:
+                found = self._execute(raw, sql, params, count)
+            finally:
+                if raw.broken:
+                    # The session is gone (the error came from the raw connection, which
+                    # SQLAlchemy did not see): tell its pool not to reuse it.
+                    conn.invalidate()
+        if found is None or len(found) > JOIN_LIMIT:
             return None
         rules = self.rules
         return [
@@ -780,12 +785,42 @@ class Joiner:
                     _point_value(point),
                     str(face),
                     _point_value(person),
-                    bool(recent),
+                    recent == 1,
                     tuple(rule.canonical(v) for rule, v in zip(rules, mapped, strict=True)),
                 ),
             )
             for o, point, face, person, recent, *mapped in found
         ]
+
+    def _execute(
+        self, raw: psycopg.Connection[Any], sql: str, params: dict[str, Any], count: int
+    ) -> list[tuple[Any, ...]] | None:
+        info = self.postgres.inspect()
+        cur = raw.cursor()
+        # The face id as PostgreSQL's text, as the row stream's COPY gives it ('t' for a
+        # boolean id, not True): for the types whose Python str() is not that text, and
+        # only when no compared column shares the type (their loaders stay).
+        if info.id_type not in PLAIN_TEXT and info.id_type not in info.mapped_types:
+            if self._face_type is None:
+                found = raw.execute("SELECT %s::regtype::oid", [info.id_type]).fetchone()
+                assert found is not None
+                self._face_type = int(found[0])
+            cur.adapters.register_loader(self._face_type, TextLoader)
+        # Not prepared: a PgBouncer in transaction mode forbids prepared statements.
+        try:
+            return cur.execute(sql, params, prepare=False).fetchall()
+        except psycopg.DataError as exc:
+            if exc.sqlstate is None:
+                raise no_payload_form(exc) from None  # decoding a row, in this process
+        # A string jsonb refuses (\u0000, a lone surrogate): every point of the chunk
+        # becomes a candidate (an empty array equals no row's array).
+        params["values"] = "[" + ",".join(["[]"] * count) + "]"
+        try:
+            return cur.execute(sql, params, prepare=False).fetchall()
+        except psycopg.DataError as exc:
+            if exc.sqlstate is None:
+                raise no_payload_form(exc) from None
+            return None  # a row's value the statement cannot take: the row stream's turn
 
 
 @contextmanager

@@ -169,16 +169,16 @@ def test_postgres_connection_lost_while_joining_a_chunk_is_exit_3(
         world.face()
     s = world.settings()
     stores = world.stores(s)
-    join = Joiner.__call__
+    execute = Joiner._execute
 
-    def cut_then_join(self: Joiner, *args: Any) -> Any:
+    def cut_then_join(self: Joiner, raw: Any, *args: Any) -> Any:
         # Fault injection: our joining session is terminated from another one (a
         # failover, a network cut) right before its statement.
         with psycopg.connect(world.url, autocommit=True) as killer:
-            killer.execute("SELECT pg_terminate_backend(%s)", (self.raw.info.backend_pid,))
-        return join(self, *args)
+            killer.execute("SELECT pg_terminate_backend(%s)", (raw.info.backend_pid,))
+        return execute(self, raw, *args)
 
-    monkeypatch.setattr(Joiner, "__call__", cut_then_join)
+    monkeypatch.setattr(Joiner, "_execute", cut_then_join)
     with pytest.raises(StoreError, match="PostgreSQL"):
         audit(s, stores=stores)
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
