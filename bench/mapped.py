@@ -161,9 +161,10 @@ def run_process(argv: list[str]) -> Run:
         )
 
 
-def audit_args(world: service_world.ServiceWorld, mapped: bool) -> list[str]:
-    args = [
-        "audit",
+def command_args(world: service_world.ServiceWorld, *command: str) -> list[str]:
+    """`command` against this world's stores, its report as JSON, no progress."""
+    return [
+        *command,
         "--database-url",
         world.base_url,
         "--qdrant-edge",
@@ -176,6 +177,10 @@ def audit_args(world: service_world.ServiceWorld, mapped: bool) -> list[str]:
         "json",
         "--quiet",
     ]
+
+
+def audit_args(world: service_world.ServiceWorld, mapped: bool) -> list[str]:
+    args = command_args(world, "audit")
     if mapped:
         for spec in world.manifest["maps"]:
             args += ["--map", spec]
@@ -183,6 +188,14 @@ def audit_args(world: service_world.ServiceWorld, mapped: bool) -> list[str]:
 
 
 # --- checking a run against the manifest -------------------------------------------
+
+
+def shout(what: str, problems: list[str]) -> None:
+    """A run whose counts differ from the manifest's, on stderr, impossible to miss."""
+    print(f"\n*** MISMATCH: {what} ***", file=sys.stderr)
+    for problem in problems:
+        print(f"***   {problem}", file=sys.stderr)
+    print(file=sys.stderr, flush=True)
 
 
 def mismatches(found: dict[str, Any], expected: dict[str, Any], mapped: bool) -> list[str]:
@@ -270,10 +283,7 @@ def one_run(world: service_world.ServiceWorld, mode: str, series: Series, keep: 
     problems = mismatches(found, world.manifest["expected"], mapped)
     if problems:
         series.mismatched += 1
-        print(f"\n*** MISMATCH: {what} audit of {world.name} ***", file=sys.stderr)
-        for problem in problems:
-            print(f"***   {problem}", file=sys.stderr)
-        print(file=sys.stderr, flush=True)
+        shout(f"{what} audit of {world.name}", problems)
     if keep:
         series.runs.append(run)
 

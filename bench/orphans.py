@@ -56,7 +56,7 @@ import numpy as np  # noqa: E402
 import qdrant_edge as edge  # noqa: E402
 
 from bench import report, service_world  # noqa: E402
-from bench.mapped import Run, audit_args, run_cli  # noqa: E402
+from bench.mapped import Run, audit_args, command_args, run_cli, shout  # noqa: E402
 from bench.worlds import _uuids, whole_manifest, with_search_path  # noqa: E402
 from reconcile.diff import batched  # noqa: E402
 from reconcile.orphans import marked_at, stamp  # noqa: E402
@@ -272,25 +272,8 @@ def age_marks(world: service_world.ServiceWorld, by: timedelta | None) -> int:
 
 
 def repair_args(world: service_world.ServiceWorld, journal: Path, orphans: bool) -> list[str]:
-    args = [
-        "repair",
-        "--yes",
-        "--database-url",
-        world.base_url,
-        "--qdrant-edge",
-        str(world.edge_path),
-        "--table",
-        world.table,
-        "--flag-key",
-        service_world.FLAG_KEY,
-        "--journal",
-        str(journal),
-        "--journal-retention",
-        "off",
-        "--format",
-        "json",
-        "--quiet",
-    ]
+    args = command_args(world, "repair", "--yes")
+    args += ["--journal", str(journal), "--journal-retention", "off"]
     if orphans:
         args += ["--delete-orphans", "--orphan-grace", "1h", "--max-deletes", "1%"]
     return args
@@ -338,9 +321,7 @@ def expect(what: str, found: dict[str, Any], wanted: dict[str, Any]) -> None:
     differ = {k: v for k, v in wanted.items() if found.get(k) != v}
     problems = [f"{k}: found {found.get(k)!r}, expected {v!r}" for k, v in differ.items()]
     if problems:
-        print(f"\n*** MISMATCH: {what} ***", file=sys.stderr)
-        for problem in problems:
-            print(f"***   {problem}", file=sys.stderr)
+        shout(what, problems)
         raise Failed(f"{what}: the counts differ from the world's (see *** above)")
 
 

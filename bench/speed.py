@@ -296,10 +296,7 @@ class Bench:
         )
         if problems:
             self.bad += 1
-            print(f"\n*** MISMATCH: {variant} on {self.world.name} ***", file=sys.stderr)
-            for problem in problems:
-                print(f"***   {problem}", file=sys.stderr)
-            print(file=sys.stderr, flush=True)
+            mapped.shout(f"{variant} on {self.world.name}", problems)
         if keep:
             self.runs.setdefault(variant, []).append(run)
 
