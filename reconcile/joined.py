@@ -71,7 +71,13 @@ def joined(
             high = key_range.high if following is None else following[0]
             # Point ids the column cannot hold (integers in a uuid table, UUIDs or
             # integers past bigint in an integer one) name no row: candidates as they are.
-            own = [n for n, p in enumerate(chunk) if _fits(p[0], integer)]
+            # Ids ascend (integers first, then UUIDs): when the first and the last fit,
+            # all do, and the per-point test (0.15 µs) is skipped, as it is for nearly
+            # every chunk.
+            if not chunk or (_fits(chunk[0][0], integer) and _fits(chunk[-1][0], integer)):
+                own = list(range(len(chunk)))
+            else:
+                own = [n for n, p in enumerate(chunk) if _fits(p[0], integer)]
             lo, hi = _bound(low, integer), _bound(high, integer)
             future = pool.submit(_query, join, lo, hi, chunk, own, names, join.exact)
             if pending is not None:

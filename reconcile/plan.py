@@ -124,6 +124,11 @@ class Plan:
     def changes(self) -> int:
         return self.set_person + self.clear_person + self.set_flag + self.set_payload
 
+    @property
+    def refusal(self) -> str | None:
+        """Why the plan must not run: the payload guard's reason, else the orphans'."""
+        return self.guard or (None if self.orphans is None else self.orphans.guard)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "set_person": self.set_person,

@@ -87,8 +87,7 @@ class RepairReport:
             "dry_run": self.dry_run,
             "planned": self.plan.to_json(),
             # Either guard: a script that reads `guard` sees any refusal of the plan.
-            "guard": self.plan.guard
-            or (None if self.plan.orphans is None else self.plan.orphans.guard),
+            "guard": self.plan.refusal,
             "applied": t.applied,
             "skipped_changed": t.skipped_changed,
             "skipped_locked": t.skipped_locked,
@@ -189,10 +188,9 @@ def repair(
         for kind, n in report.counts.items():
             if kind != Kind.IN_SYNC and Kind(kind) not in REPAIRABLE:
                 tallies.remaining[kind] += n
-        waiting = OrphanTallies(waiting=0 if plan.orphans is None else plan.orphans.waiting)
-        guard = plan.guard or (None if plan.orphans is None else plan.orphans.guard)
-        if not options.dry_run and guard is not None:
-            raise GuardError(f"repair refused: {guard}")
+        waiting = 0 if plan.orphans is None else plan.orphans.waiting
+        if not options.dry_run and plan.refusal is not None:
+            raise GuardError(f"repair refused: {plan.refusal}")
         orphan_writes = 0 if plan.orphans is None else plan.orphans.writes
         if options.dry_run or plan.changes + orphan_writes == 0:
             for kind in REPAIRABLE:
@@ -200,7 +198,12 @@ def repair(
             for key, subs in report.keys.items():
                 tallies.remaining_keys[key] += sum(subs.values())
             done = RepairReport(
-                plan, options.dry_run, tallies, None, time.monotonic() - started, orphans=waiting
+                plan,
+                options.dry_run,
+                tallies,
+                None,
+                time.monotonic() - started,
+                orphans=OrphanTallies(waiting=waiting),
             )
             return _retire_journals(done, settings, options)
         if confirm is not None and not confirm(plan):
@@ -216,7 +219,7 @@ def repair(
             repairer = Repairer(settings, s, options, journal, hooks)
             repairer.tallies.remaining.update(tallies.remaining)
             remover = OrphanRemover(settings, s, options, journal, hooks)
-            remover.tallies.waiting = waiting.waiting
+            remover.tallies.waiting = waiting
             try:
                 if stop is not None:
                     stop.applying = True
