@@ -73,18 +73,23 @@ class RemoteEdge:
     def require_collection(self) -> None:
         pass
 
-    def points(self, key_range: Any = None) -> Iterator[Any]:
-        from reconcile.stores.base import Point
+    def pages(self, key_range: Any = None) -> Iterator[Any]:
+        from reconcile.stores.base import Page
 
         assert key_range is None or (key_range.low is None and key_range.high is None)
         offset = None
         while True:
             self._conn.send((offset, self.page))
             page, offset = self._conn.recv()
-            for point_id, payload in page:
-                yield Point(point_id, payload)
+            if page:
+                yield Page([p for p, _ in page], [payload for _, payload in page])
             if offset is None:
                 return
+
+    def points(self, key_range: Any = None) -> Iterator[Any]:
+        from reconcile.stores.base import each_point
+
+        return each_point(self.pages(key_range))
 
     def close(self) -> None:
         self._conn.send(None)

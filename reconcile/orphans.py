@@ -49,13 +49,14 @@ from reconcile.stores import Stores
 from reconcile.stores.base import (
     DeleteKeys,
     KeyRange,
+    Page,
     PayloadOp,
-    Point,
     PointId,
     PointStore,
     SetKeys,
     WholePoint,
 )
+from reconcile.stores.base import point_id as canonical
 from reconcile.stores.postgres import Postgres
 
 # A mark older than RESTART graces, and at least RESTART_AFTER, restarts the count: the
@@ -123,12 +124,13 @@ class Sightings:
         self.marks: dict[PointId, Any] = {}
         inner.also_read([ORPHAN_KEY])
 
-    def points(self, key_range: KeyRange | None = None) -> Iterator[Point]:
+    def pages(self, key_range: KeyRange | None = None) -> Iterator[Page]:
         marks = self.marks
-        for point in self._inner.points(key_range):
-            if ORPHAN_KEY in point[1]:
-                marks[point[0]] = point[1][ORPHAN_KEY]
-            yield point
+        for page in self._inner.pages(key_range):
+            for raw, payload in zip(page.ids, page.payloads, strict=True):
+                if ORPHAN_KEY in payload:
+                    marks[canonical(raw)] = payload[ORPHAN_KEY]
+            yield page
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)

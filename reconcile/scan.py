@@ -19,7 +19,7 @@ from typing import Any, Protocol, TypeVar, cast
 from reconcile.diff import Drift, Keys, ScanStats, diff
 from reconcile.joined import TimeUp, joined
 from reconcile.report import PrivateFile, Tally
-from reconcile.stores.base import KeyRange, Point, PointStore, Row
+from reconcile.stores.base import KeyRange, Page, Point, PointStore, Row
 from reconcile.stores.postgres import Postgres
 from reconcile.targets import Chunk
 
@@ -77,12 +77,12 @@ class Scan:
 
         def one(key_range: KeyRange) -> ScanStats:
             stats = ScanStats()
-            points = timed(qdrant.points(key_range), deadline)
-            streams = joined(postgres, points, key_range, self.keys, stats)
+            pages = timed(qdrant.pages(key_range), deadline)
+            streams = joined(postgres, pages, key_range, self.keys, stats)
             try:
                 self.run(streams, None, stats)
             finally:
-                close_streams(points, streams)
+                close_streams(pages, streams)
             return stats
 
         with ThreadPoolExecutor(max_workers=len(ranges)) as pool:
@@ -91,20 +91,20 @@ class Scan:
 
 
 class OneAtATime:
-    """A point store whose calls, and each step of its scroll, take one lock."""
+    """A point store whose calls, and each page of its scroll, take one lock."""
 
     def __init__(self, inner: PointStore) -> None:
         self._inner = inner
         self._lock = threading.Lock()
 
-    def points(self, key_range: KeyRange | None = None) -> Iterator[Point]:
-        stream = self._inner.points(key_range)
+    def pages(self, key_range: KeyRange | None = None) -> Iterator[Page]:
+        stream = self._inner.pages(key_range)
         while True:
             with self._lock:
-                point = next(stream, None)
-            if point is None:
+                page = next(stream, None)
+            if page is None:
                 return
-            yield point
+            yield page
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
@@ -182,26 +182,27 @@ def close_streams(*streams: Iterator[Any]) -> None:
             close()
 
 
-def timed(points: Iterator[Point], deadline: float | None) -> Iterator[Point]:
-    # Stopping the point stream stops the merge at a consistent place: everything
-    # before the current point id has been judged, nothing after it has.
+def timed(pages: Iterator[Page], deadline: float | None) -> Iterator[Page]:
+    # Stopping the point stream between pages stops the merge at a consistent place:
+    # everything before the next page's first id has been judged, nothing after it has.
     if deadline is None:
-        yield from points
+        yield from pages
         return
-    for n, point in enumerate(points):
-        if n % 1000 == 0 and time.monotonic() > deadline:
+    for page in pages:
+        if time.monotonic() > deadline:
             raise TimeUp
-        yield point
+        yield page
 
 
-def counting(points: Iterator[Point], progress: Progress | None) -> Iterator[Point]:
+def counting(pages: Iterator[Page], progress: Progress | None) -> Iterator[Page]:
     if progress is None:
-        yield from points
+        yield from pages
         return
-    for n, point in enumerate(points, 1):
-        if n % 1000 == 0:
-            progress(n)
-        yield point
+    done = 0
+    for page in pages:
+        yield page
+        done += len(page.ids)
+        progress(done)
 
 
 __all__ = [

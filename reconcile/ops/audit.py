@@ -86,22 +86,22 @@ def audit(
                 progress.phase("scanning", "points", s.qdrant.estimated_count() // shard[1])
             if workers == 1:
                 for key_range in ranges:
-                    points = s.qdrant.points(key_range)
+                    pages = s.qdrant.pages(key_range)
                     if settings.qdrant_url:
                         # A server's client waits on the network with the GIL
                         # released: reading ahead in a thread overlaps it with the
                         # rest. An engine in this process (local mode, edge) holds
                         # the GIL while it scrolls, so there a thread only adds
                         # switching (BENCHMARKS.md).
-                        points = prefetched(points)
-                    points = timed(counting(points, progress), deadline)
+                        pages = prefetched(pages, batch=1)
+                    pages = timed(counting(pages, progress), deadline)
                     # The deadline is the point stream's (timed): joined() hands over
                     # what it joined before it goes on.
-                    streams = joined(s.postgres, points, key_range, scan.keys, scan.stats)
+                    streams = joined(s.postgres, pages, key_range, scan.keys, scan.stats)
                     try:
                         scan.run(streams, None)
                     finally:
-                        close_streams(points, streams)
+                        close_streams(pages, streams)
             else:
                 # A server's client is thread-safe; an in-process engine (local mode,
                 # edge) is not, and gains nothing from threads under the GIL anyway:

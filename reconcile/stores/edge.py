@@ -19,11 +19,14 @@ from reconcile.errors import ConfigError, ReconcileError, StoreError
 from reconcile.settings import Settings
 from reconcile.stores.base import (
     KeyRange,
+    Page,
     PayloadOp,
     Point,
     PointId,
     SetKeys,
     WholePoint,
+    cut,
+    each_point,
     first_line,
     point_id,
     vectors_from_json,
@@ -112,14 +115,14 @@ class EdgeQdrant:
             found, _ = self.shard.scroll(request)
         return bool(found)
 
-    def points(self, key_range: KeyRange | None = None) -> Iterator[Point]:
+    def pages(self, key_range: KeyRange | None = None) -> Iterator[Page]:
         """Every point, ascending by id, one scroll page at a time.
 
         The engine orders ids as a Qdrant server does (integers first, then UUIDs
-        in byte order) and pages from an inclusive offset, so nothing is re-sorted here.
+        in byte order) and pages from an inclusive offset, so nothing is re-sorted
+        here. Ids stay as the engine gives them (an int, or a `uuid.UUID`).
         """
         key_range = key_range or KeyRange()
-        bounded = key_range.high is not None
         offset: PointId | None = key_range.low
         while True:
             request = edge.ScrollRequest(
@@ -130,16 +133,18 @@ class EdgeQdrant:
             )
             with self._errors("scrolling points"):
                 records, next_offset = self.shard.scroll(request)
-            for record in records:
-                # point_id() inlined: this runs once per point of the collection.
-                raw = record.id
-                point = Point(raw if type(raw) is int else str(raw), record.payload or {})
-                if bounded and key_range.beyond(point[0]):
-                    return  # the scroll is ascending: the rest belongs to later slices
-                yield point
-            if next_offset is None:
-                return
+            page, ended = cut(
+                Page([r.id for r in records], [r.payload or {} for r in records]), key_range
+            )
+            if page.ids:
+                yield page
+            if ended or next_offset is None:
+                return  # the scroll is ascending: the rest belongs to later slices
             offset = point_id(next_offset)
+
+    def points(self, key_range: KeyRange | None = None) -> Iterator[Point]:
+        """Every point, ascending by id, with canonical ids."""
+        return each_point(self.pages(key_range))
 
     def ids_from(self, offset: PointId, limit: int) -> tuple[list[PointId], PointId | None]:
         """Up to `limit` ids from `offset` on (inclusive), ascending, and where the next start."""

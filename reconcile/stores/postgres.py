@@ -557,19 +557,29 @@ class Postgres:
         if high:
             inner = inner.where(self._point < sa.bindparam("hi"))
         compiled = inner.compile(dialect=self.engine.dialect)
-        # The payload side is one JSON array per point, the compared keys in
-        # Keys.names order (null: absent); the row side the array the row implies.
+        # The payload side is one JSON object per point (its compared keys, absent and
+        # null alike become null) and, for the exact positions, an array of their JSON
+        # texts; the row side is the array the row implies, in Keys.names order.
         flag = s.flag_key is not None
+        exact = self.join_exact()
+        names = [s.person_key, *([s.flag_key] if flag else []), *(m.key for m in s.map)]
+        params = {f"k{i}": name for i, name in enumerate(names)}
+        payload = [f"p.v -> %(k{i})s::text" for i in range(len(names))]
+        for j, i in enumerate(exact):
+            payload[i] = f"p.x -> {j}"
         values = ["f.r_person"] + ["f.r_person IS NOT NULL"] * flag
         values += [f"f.mapped_{n}" for n in range(len(s.map))]
         where = {0: "f.r_person", **{n + 1 + flag: f"f.mapped_{n}" for n in range(len(s.map))}}
+        # A point whose value is not an object (not_objects) is a candidate whatever it holds.
         candidate = ["p.o IS NULL", "f.r_point IS NULL", "f.r_n > 1", "f.r_recent"]
+        candidate.append("jsonb_typeof(p.v) <> 'object'")
         # jsonb equality is never looser than the mapping's rules but where noted here;
         # SQL only filters, and Python judges every candidate by the rules.
-        for i in self.join_exact():
+        for i in exact:
             # Integers and JSON: '5'::jsonb = '5.0'::jsonb, and a float prints 1e+16 where
             # jsonb prints 10000000000000000. Both sides go as their exact JSON text (the
-            # payload's as Python writes it, `Joiner`): equal texts are equal values.
+            # payload's as Python writes it, `joined._exact_texts`): equal texts are
+            # equal values.
             values[i] = f"to_jsonb({where[i]})::text"
         for n, rule in enumerate(info.rules):
             column, i = f"f.mapped_{n}", n + 1 + flag
@@ -579,21 +589,26 @@ class Postgres:
                 candidate.append(f"{column}::text ~ '[eE]'")
             elif rule.copy_type == "float8":  # double precision, numeric, real
                 # NaN and Infinity columns turn into the strings "NaN", "Infinity".
-                candidate.append(f"jsonb_typeof(p.v -> {i}) = 'string'")
+                candidate.append(f"jsonb_typeof({payload[i]}) = 'string'")
             elif rule.copy_type in {"timestamptz", "timestamp"}:
                 # Infinity, BC and years past 9999 have no payload form: decoding the
                 # candidate fails with the message the row stream gives (no_payload_form).
                 candidate.append(f"extract(year FROM {column}) NOT BETWEEN 2 AND 9998")
-        candidate.append(f"p.v IS DISTINCT FROM jsonb_build_array({', '.join(values)})")
+        candidate.append(
+            f"jsonb_build_array({', '.join(payload)}) "
+            f"IS DISTINCT FROM jsonb_build_array({', '.join(values)})"
+        )
         ids = "uuid[]" if info.point_type == "uuid" else "bigint[]"
         mapped = "".join(f", f.mapped_{n}" for n in range(len(s.map)))
+        texts = ", jsonb_array_elements(%(exacts)s::jsonb)" if exact else ""
         sql = (
             f"SELECT p.o, f.r_point, f.r_face, f.r_person, f.r_recent::int{mapped} "
-            f"FROM ROWS FROM (unnest(%(ids)s::{ids}), jsonb_array_elements(%(values)s::jsonb)) "
-            f"WITH ORDINALITY AS p(point, v, o) FULL JOIN ({compiled}) AS f "
+            f"FROM ROWS FROM (unnest(%(ids)s::{ids}), jsonb_array_elements(%(values)s::jsonb)"
+            f"{texts}) WITH ORDINALITY AS p(point, v, {'x, ' if exact else ''}o) "
+            f"FULL JOIN ({compiled}) AS f "
             f"ON f.r_point = p.point WHERE {' OR '.join(candidate)} LIMIT {JOIN_LIMIT + 1}"
         )
-        return sql, dict(compiled.params)
+        return sql, {**compiled.params, **params}
 
     def join_exact(self) -> tuple[int, ...]:
         """The positions (in Keys.names order) whose values a joined chunk compares as
@@ -727,6 +742,11 @@ def no_payload_form(exc: psycopg.DataError) -> StoreError:
     )
 
 
+def not_objects(count: int) -> str:
+    """A joined chunk's payload values that make all `count` of its points candidates."""
+    return "[" + ",".join(["0"] * count) + "]"
+
+
 class Joiner:
     """One chunk of a full scan joined in PostgreSQL: the chunk's point ids (an array)
     and compared payload values (a JSON array of arrays) FULL JOINed with the rows of
@@ -748,10 +768,18 @@ class Joiner:
         self._face_type: int | None = None
 
     def __call__(
-        self, low: PointId | None, high: PointId | None, ids: str, values: str, count: int
+        self,
+        low: PointId | None,
+        high: PointId | None,
+        ids: str,
+        values: str,
+        exacts: str,
+        count: int,
     ) -> list[tuple[int | None, Row | None]] | None:
         """(ordinal of the chunk's point, 1-based, or None; its row, or None) per candidate
-        row or point; `ids` is an array literal, `values` a JSON array of `count` arrays.
+        row or point; `ids` is an array literal, `values` a JSON array of `count` payload
+        objects, `exacts` a JSON array of the exact positions' texts per point (see
+        `Postgres._join_sql`).
 
         None when the chunk is better merged from the row stream: more than JOIN_LIMIT
         candidates (a range of rows whose points are missing, an empty collection),
@@ -759,7 +787,7 @@ class Joiner:
         into jsonb); memory stays bounded and the merge decides, as without this path.
         """
         sql, fixed = self._sql[low is not None, high is not None]
-        params = {**fixed, "lo": low, "hi": high, "ids": ids, "values": values}
+        params = {**fixed, "lo": low, "hi": high, "ids": ids, "values": values, "exacts": exacts}
         # A connection per statement, each its own snapshot (autocommit): a scan holds
         # no snapshot for long, and `--workers` scans hold no connection between chunks.
         with self.postgres._errors("joining points with rows"), self.postgres.engine.connect() as c:
@@ -813,8 +841,8 @@ class Joiner:
             if exc.sqlstate is None:
                 raise no_payload_form(exc) from None  # decoding a row, in this process
         # A string jsonb refuses (\u0000, a lone surrogate): every point of the chunk
-        # becomes a candidate (an empty array equals no row's array).
-        params["values"] = "[" + ",".join(["[]"] * count) + "]"
+        # becomes a candidate (a value that is not an object is one).
+        params["values"], params["exacts"] = not_objects(count), "[]"
         try:
             return cur.execute(sql, params, prepare=False).fetchall()
         except psycopg.DataError as exc:

@@ -17,11 +17,14 @@ from reconcile.errors import ConfigError, StoreError
 from reconcile.settings import Settings, mask_url
 from reconcile.stores.base import (
     KeyRange,
+    Page,
     PayloadOp,
     Point,
     PointId,
     SetKeys,
     WholePoint,
+    cut,
+    each_point,
     first_line,
     point_id,
     qdrant_failure,
@@ -147,8 +150,8 @@ class Qdrant:
         )
         return bool(found)
 
-    def points(self, key_range: KeyRange | None = None) -> Iterator[Point]:
-        """Every point, ascending by id, one scroll page at a time."""
+    def pages(self, key_range: KeyRange | None = None) -> Iterator[Page]:
+        """Every point, ascending by id, one scroll page at a time (canonical ids)."""
         key_range = key_range or KeyRange()
         offset: models.ExtendedPointId | None = key_range.low
         while True:
@@ -163,14 +166,19 @@ class Qdrant:
                     with_vectors=False,
                 ),
             )
-            for record in records:
-                point = Point(point_id(record.id), record.payload or {})
-                if key_range.beyond(point.point_id):
-                    return  # the scroll is ascending: the rest belongs to later slices
-                yield point
-            if next_offset is None:
-                return
+            page, ended = cut(
+                Page([point_id(r.id) for r in records], [r.payload or {} for r in records]),
+                key_range,
+            )
+            if page.ids:
+                yield page
+            if ended or next_offset is None:
+                return  # the scroll is ascending: the rest belongs to later slices
             offset = next_offset
+
+    def points(self, key_range: KeyRange | None = None) -> Iterator[Point]:
+        """Every point, ascending by id."""
+        return each_point(self.pages(key_range))
 
     def ids_from(self, offset: PointId, limit: int) -> tuple[list[PointId], PointId | None]:
         """Up to `limit` ids from `offset` on (inclusive), ascending, and where the next start."""

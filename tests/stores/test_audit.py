@@ -20,7 +20,7 @@ from reconcile.errors import ConfigError, StoreError
 from reconcile.ops.audit import audit
 from reconcile.settings import Settings
 from reconcile.stores import postgres
-from reconcile.stores.base import Point, Row
+from reconcile.stores.base import Page, Row
 from reconcile.testing.world import create_collection, create_schema
 from tests.naive import naive_counts
 from tests.world import SERVICE, World
@@ -269,14 +269,14 @@ def test_against_a_server_both_streams_are_read_ahead_with_the_same_result(world
     assert b.counts["missing_person"] == 6 and b.counts["orphan_point"] == 1
 
     stores = world.stores(served)
-    first_page = list(stores.qdrant.points())[:3]
+    first_page = next(stores.qdrant.pages())
 
-    def failing(key_range: object = None) -> Iterator[Point]:
+    def failing(key_range: object = None) -> Iterator[Page]:
         # Fault injection (a mock): a scroll that fails after its first page.
-        yield from first_page
+        yield first_page
         raise StoreError("Qdrant failed while scrolling points: injected")
 
-    stores.qdrant.points = failing  # type: ignore[method-assign]
+    stores.qdrant.pages = failing  # type: ignore[method-assign]
     with pytest.raises(StoreError, match="injected"):
         audit(served, stores=stores)
     late = audit(served, stores=world.stores(served), deadline=time.monotonic() - 1)

@@ -23,7 +23,7 @@ from reconcile.errors import StoreError
 from reconcile.joined import joined
 from reconcile.settings import Settings
 from reconcile.stores import postgres as postgres_module
-from reconcile.stores.base import KeyRange, Point, PointId, point_order
+from reconcile.stores.base import KeyRange, Page, Point, PointId, point_order
 from reconcile.stores.postgres import Postgres
 
 U = "00000000-0000-0000-0000-000000000001"
@@ -57,12 +57,12 @@ class Table:
         found = []
         for name in ("rows", "joined"):
             stats = ScanStats()
-            stream = iter([Point(p, payload) for p, payload in points])
             try:
                 if name == "rows":
+                    stream = iter([Point(p, payload) for p, payload in points])
                     drifts = list(diff(postgres.rows(key_range), stream, keys, stats))
                 else:
-                    pairs = joined(postgres, stream, key_range, keys, stats)
+                    pairs = joined(postgres, pages(points), key_range, keys, stats)
                     drifts = [d for rows, pts in pairs for d in diff(rows, pts, keys, stats)]
             except StoreError as exc:
                 found.append(("error", str(exc).split(" (")[0]))
@@ -72,6 +72,19 @@ class Table:
             found.append((vars(stats), records))
         postgres.close()
         return found[0], found[1]
+
+
+def pages(points: list[tuple[PointId, dict[str, Any]]]) -> Iterator[Page]:
+    """The points as an engine's scroll gives them: pages of 1 to 3 points, UUIDs as
+    `uuid.UUID`s (as Qdrant Edge gives them) in every other page, else as strings."""
+    rnd = random.Random(len(points))
+    n = 0
+    while n < len(points):
+        size = rnd.randint(1, 3)
+        page = points[n : n + size]
+        raw = [uuid.UUID(p) if isinstance(p, str) and n % 2 else p for p, _ in page]
+        yield Page(raw, [payload for _, payload in page])
+        n += size
 
 
 @pytest.fixture
