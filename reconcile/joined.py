@@ -37,7 +37,7 @@ from reconcile.stores.base import (
     point_id,
     point_order,
 )
-from reconcile.stores.postgres import Joiner, Postgres, not_objects
+from reconcile.stores.postgres import Joiner, Postgres
 
 CHUNK = 10_000  # points per statement: 10 scroll pages; about 1 MB of parameters
 
@@ -74,12 +74,17 @@ def joined(
             first = False
             ids: list[RawId] = []
             payloads: list[dict[str, Any]] = []
+            columns: list[list[Any]] = [[] for _ in names]  # each compared key's values
             try:
                 # Whole pages up to CHUNK points (a page_size that does not divide it
                 # makes a chunk at most a page longer).
                 while following is not None and len(ids) < CHUNK:
                     ids += following.ids
                     payloads += following.payloads
+                    # The values are read now, while the page's payloads are still in
+                    # the CPU's cache: the join's thread, later, took four times as long.
+                    for column, key in zip(columns, names, strict=True):
+                        column += [p.get(key) for p in following.payloads]
                     following = next(pages, None)
             except TimeUp:
                 if pending is not None:
@@ -97,7 +102,7 @@ def joined(
             else:
                 own = [n for n, raw in enumerate(ids) if _fits(raw, integer)]
             lo, hi = _bound(low, integer), _bound(high, integer)
-            future = pool.submit(_query, join, lo, hi, ids, payloads, own, names, join.exact)
+            future = pool.submit(_query, join, lo, hi, ids, columns, own, join.exact)
             if pending is not None:
                 yield pending.handed_over(postgres, stats)
             pending = _Chunk(future, ids, payloads, own, lo, hi)
@@ -155,53 +160,51 @@ def _query(
     low: object,
     high: object,
     ids: list[RawId],
-    payloads: list[dict[str, Any]],
+    columns: list[list[Any]],
     own: Sequence[int],
-    names: tuple[str, ...],
     exact: tuple[int, ...],
 ) -> Found:
     """Run in the pool's thread: the chunk's candidates, or (an empty id range) its
     points of the column's kind, each a candidate without a row.
 
-    The payloads go as they are, one JSON object each (the statement takes the
-    compared keys out); the values at the `exact` positions (in `names` order) also
-    as their JSON text, Python's, which PostgreSQL's to_jsonb text equals exactly
-    when the values are equal under the rules (see `Postgres._join_sql`).
+    The compared values go as one JSON array per key (in Keys.names order), a value
+    per point (null: absent); at the `exact` positions each value as its JSON text,
+    Python's, which PostgreSQL's to_jsonb text equals exactly when the values are
+    equal under the rules (see `Postgres._join_sql`). A key's values as one list:
+    the JSON encoder takes 0.1 µs a string in a list, and 1 µs a small dict.
     """
     if low is _AFTER_ALL or high is _BEFORE_ALL:
         return [(n + 1, None) for n in range(len(own))]
     if len(own) < len(ids):
         ids = [ids[n] for n in own]
-        payloads = [payloads[n] for n in own]
+        columns = [[column[n] for n in own] for column in columns]
     texts = "{" + ",".join(_id_texts(ids)) + "}"
     try:
-        values = json.dumps(payloads, separators=(",", ":"), allow_nan=False)
-        exacts = _exact_texts(payloads, [names[i] for i in exact])
+        values = [
+            json.dumps(
+                [_exact_text(v) for v in column] if i in exact else column,
+                separators=(",", ":"),
+                allow_nan=False,
+            )
+            for i, column in enumerate(columns)
+        ]
+        every = False
     except ValueError:
         # NaN or infinity, which JSON cannot carry: every point of the chunk is made a
-        # candidate (a value that is not an object is one) and judged by the merge.
-        values, exacts = not_objects(len(ids)), "[]"
+        # candidate and judged by the merge.
+        values, every = ["[]"] * len(columns), True
     lo = None if low is _BEFORE_ALL else low
     hi = None if high is _AFTER_ALL else high
-    return join(lo, hi, texts, values, exacts, len(ids))  # type: ignore[arg-type]
+    return join(lo, hi, texts, values, every)  # type: ignore[arg-type]
 
 
-def _exact_texts(payloads: list[dict[str, Any]], keys: list[str]) -> str:
-    """Per payload, a JSON array of the `keys`' values as their JSON text (null: absent)."""
-    if not keys:
-        return "[]"  # the statement has no exact positions to read
-    dumps = json.dumps
-
-    def text(value: Any) -> str | None:
-        if value is None:
-            return None
-        if type(value) is int:
-            return str(value)  # what dumps() writes, in a fifth of the time
-        return dumps(value, ensure_ascii=False, allow_nan=False)
-
-    return dumps(
-        [[text(p.get(k)) for k in keys] for p in payloads], separators=(",", ":"), allow_nan=False
-    )
+def _exact_text(value: Any) -> str | None:
+    """A payload value as its JSON text (None: absent or null)."""
+    if value is None:
+        return None
+    if type(value) is int:
+        return str(value)  # what dumps() writes, in a fifth of the time
+    return json.dumps(value, ensure_ascii=False, allow_nan=False)
 
 
 @dataclass(frozen=True)

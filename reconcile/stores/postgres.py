@@ -557,28 +557,23 @@ class Postgres:
         if high:
             inner = inner.where(self._point < sa.bindparam("hi"))
         compiled = inner.compile(dialect=self.engine.dialect)
-        # The payload side is one JSON object per point (its compared keys, absent and
-        # null alike become null) and, for the exact positions, an array of their JSON
-        # texts; the row side is the array the row implies, in Keys.names order.
+        # The payload side is one JSON array per compared key (Keys.names order), a
+        # value per point (absent and null alike are null; at the exact positions the
+        # value's JSON text); the row side is the array the row implies.
         flag = s.flag_key is not None
-        exact = self.join_exact()
-        names = [s.person_key, *([s.flag_key] if flag else []), *(m.key for m in s.map)]
-        params = {f"k{i}": name for i, name in enumerate(names)}
-        payload = [f"p.v -> %(k{i})s::text" for i in range(len(names))]
-        for j, i in enumerate(exact):
-            payload[i] = f"p.x -> {j}"
+        count = 1 + flag + len(s.map)
+        payload = [f"p.c{i}" for i in range(count)]
         values = ["f.r_person"] + ["f.r_person IS NOT NULL"] * flag
         values += [f"f.mapped_{n}" for n in range(len(s.map))]
         where = {0: "f.r_person", **{n + 1 + flag: f"f.mapped_{n}" for n in range(len(s.map))}}
-        # A point whose value is not an object (not_objects) is a candidate whatever it holds.
-        candidate = ["p.o IS NULL", "f.r_point IS NULL", "f.r_n > 1", "f.r_recent"]
-        candidate.append("jsonb_typeof(p.v) <> 'object'")
+        # `every`: a chunk whose values JSON cannot carry, all of it candidates.
+        candidate = ["p.o IS NULL", "f.r_point IS NULL", "f.r_n > 1", "f.r_recent", "%(every)s"]
         # jsonb equality is never looser than the mapping's rules but where noted here;
         # SQL only filters, and Python judges every candidate by the rules.
-        for i in exact:
+        for i in self.join_exact():
             # Integers and JSON: '5'::jsonb = '5.0'::jsonb, and a float prints 1e+16 where
             # jsonb prints 10000000000000000. Both sides go as their exact JSON text (the
-            # payload's as Python writes it, `joined._exact_texts`): equal texts are
+            # payload's as Python writes it, `joined._exact_text`): equal texts are
             # equal values.
             values[i] = f"to_jsonb({where[i]})::text"
         for n, rule in enumerate(info.rules):
@@ -600,15 +595,15 @@ class Postgres:
         )
         ids = "uuid[]" if info.point_type == "uuid" else "bigint[]"
         mapped = "".join(f", f.mapped_{n}" for n in range(len(s.map)))
-        texts = ", jsonb_array_elements(%(exacts)s::jsonb)" if exact else ""
+        columns = "".join(f", jsonb_array_elements(%(c{i})s::jsonb)" for i in range(count))
         sql = (
             f"SELECT p.o, f.r_point, f.r_face, f.r_person, f.r_recent::int{mapped} "
-            f"FROM ROWS FROM (unnest(%(ids)s::{ids}), jsonb_array_elements(%(values)s::jsonb)"
-            f"{texts}) WITH ORDINALITY AS p(point, v, {'x, ' if exact else ''}o) "
+            f"FROM ROWS FROM (unnest(%(ids)s::{ids}){columns}) "
+            f"WITH ORDINALITY AS p(point, {', '.join(f'c{i}' for i in range(count))}, o) "
             f"FULL JOIN ({compiled}) AS f "
             f"ON f.r_point = p.point WHERE {' OR '.join(candidate)} LIMIT {JOIN_LIMIT + 1}"
         )
-        return sql, {**compiled.params, **params}
+        return sql, dict(compiled.params)
 
     def join_exact(self) -> tuple[int, ...]:
         """The positions (in Keys.names order) whose values a joined chunk compares as
@@ -742,11 +737,6 @@ def no_payload_form(exc: psycopg.DataError) -> StoreError:
     )
 
 
-def not_objects(count: int) -> str:
-    """A joined chunk's payload values that make all `count` of its points candidates."""
-    return "[" + ",".join(["0"] * count) + "]"
-
-
 class Joiner:
     """One chunk of a full scan joined in PostgreSQL: the chunk's point ids (an array)
     and compared payload values (a JSON array of arrays) FULL JOINed with the rows of
@@ -772,14 +762,13 @@ class Joiner:
         low: PointId | None,
         high: PointId | None,
         ids: str,
-        values: str,
-        exacts: str,
-        count: int,
+        columns: list[str],
+        every: bool,
     ) -> list[tuple[int | None, Row | None]] | None:
         """(ordinal of the chunk's point, 1-based, or None; its row, or None) per candidate
-        row or point; `ids` is an array literal, `values` a JSON array of `count` payload
-        objects, `exacts` a JSON array of the exact positions' texts per point (see
-        `Postgres._join_sql`).
+        row or point; `ids` is an array literal of the chunk's ids, `columns` a JSON
+        array of their values per compared key (see `Postgres._join_sql`); `every` makes
+        every point a candidate.
 
         None when the chunk is better merged from the row stream: more than JOIN_LIMIT
         candidates (a range of rows whose points are missing, an empty collection),
@@ -787,7 +776,8 @@ class Joiner:
         into jsonb); memory stays bounded and the merge decides, as without this path.
         """
         sql, fixed = self._sql[low is not None, high is not None]
-        params = {**fixed, "lo": low, "hi": high, "ids": ids, "values": values, "exacts": exacts}
+        params = {**fixed, "lo": low, "hi": high, "ids": ids, "every": every}
+        params.update((f"c{i}", column) for i, column in enumerate(columns))
         # A connection per statement, each its own snapshot (autocommit): a scan holds
         # no snapshot for long, and `--workers` scans hold no connection between chunks.
         with self.postgres._errors("joining points with rows"), self.postgres.engine.connect() as c:
@@ -795,7 +785,7 @@ class Joiner:
             raw = conn.connection.driver_connection
             assert raw is not None
             try:
-                found = self._execute(raw, sql, params, count)
+                found = self._execute(raw, sql, params, len(columns))
             finally:
                 if raw.broken:
                     # The session is gone (the error came from the raw connection, which
@@ -821,7 +811,7 @@ class Joiner:
         ]
 
     def _execute(
-        self, raw: psycopg.Connection[Any], sql: str, params: dict[str, Any], count: int
+        self, raw: psycopg.Connection[Any], sql: str, params: dict[str, Any], columns: int
     ) -> list[tuple[Any, ...]] | None:
         info = self.postgres.inspect()
         cur = raw.cursor()
@@ -841,8 +831,9 @@ class Joiner:
             if exc.sqlstate is None:
                 raise no_payload_form(exc) from None  # decoding a row, in this process
         # A string jsonb refuses (\u0000, a lone surrogate): every point of the chunk
-        # becomes a candidate (a value that is not an object is one).
-        params["values"], params["exacts"] = not_objects(count), "[]"
+        # becomes a candidate.
+        params["every"] = True
+        params.update((f"c{i}", "[]") for i in range(columns))
         try:
             return cur.execute(sql, params, prepare=False).fetchall()
         except psycopg.DataError as exc:
