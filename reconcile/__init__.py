@@ -9,7 +9,6 @@ command that never touches Qdrant's client does not pay for importing it.
 from __future__ import annotations
 
 from importlib import import_module
-from importlib.metadata import version
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -29,8 +28,6 @@ if TYPE_CHECKING:
     from reconcile.stores.postgres import Postgres
     from reconcile.stores.qdrant import Qdrant
     from reconcile.targets import Targets
-
-__version__ = version("reconcile")
 
 # Where each public name lives.
 _HOMES = {
@@ -64,6 +61,13 @@ _HOMES = {
 
 
 def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        # Read from the installed metadata on first use: importing importlib.metadata
+        # costs every command 20-60 ms, and only --version needs it.
+        from importlib.metadata import version
+
+        globals()[name] = version("reconcile")
+        return globals()[name]
     home = _HOMES.get(name)
     if home is None:
         raise AttributeError(f"module 'reconcile' has no attribute {name!r}")

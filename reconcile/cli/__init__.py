@@ -19,7 +19,6 @@ import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib.metadata import version
 from typing import Annotated, Any
 
 import typer
@@ -139,7 +138,9 @@ app = typer.Typer(
 
 def _version(shown: bool) -> None:
     if shown:
-        print(f"reconcile {version('reconcile')}")
+        from reconcile import __version__
+
+        print(f"reconcile {__version__}")
         raise typer.Exit()
 
 
