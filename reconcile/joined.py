@@ -19,6 +19,7 @@ went from 1.45-1.77 times a plain scroll of the store to 1.09-1.12 times.
 from __future__ import annotations
 
 import json
+from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ from reconcile.stores.base import (
 from reconcile.stores.postgres import Joiner, Postgres
 
 CHUNK = 10_000  # points per statement: 10 scroll pages; about 1 MB of parameters
+AHEAD = 2  # chunks scrolled while a statement is pending
 
 Found = list[tuple[int | None, Row | None]] | None  # None: too many, merge the rows
 
@@ -59,13 +61,14 @@ def joined(
     rows of the chunk's id range, as (rows, points) streams for the merge; the in-sync
     pairs counted into `stats` when their chunk is handed over.
 
-    A TimeUp raised by `pages` (the deadline) hands over the chunk already joined,
-    then goes on: everything before the page being read was judged, nothing after.
+    A TimeUp raised by `pages` (the deadline) hands over the chunks already sent to
+    PostgreSQL, then goes on: everything before the chunk being read was judged,
+    nothing after.
     """
     integer = postgres.inspect().point_type != "uuid"
     names = keys.names
     low: PointId | None = key_range.low
-    pending: _Chunk | None = None
+    pending: deque[_Chunk] = deque()
     join = postgres.joiner()
     with ThreadPoolExecutor(1, "reconcile-join") as pool:
         following = next(pages, None)
@@ -87,8 +90,8 @@ def joined(
                         column += [p.get(key) for p in following.payloads]
                     following = next(pages, None)
             except TimeUp:
-                if pending is not None:
-                    yield pending.handed_over(postgres, stats)
+                while pending:
+                    yield pending.popleft().handed_over(postgres, stats)
                 raise
             high = key_range.high if following is None else point_id(following.ids[0])
             # Point ids the column cannot hold (integers in a uuid table, UUIDs or
@@ -103,12 +106,15 @@ def joined(
                 own = [n for n, raw in enumerate(ids) if _fits(raw, integer)]
             lo, hi = _bound(low, integer), _bound(high, integer)
             future = pool.submit(_query, join, lo, hi, ids, columns, own, join.exact)
-            if pending is not None:
-                yield pending.handed_over(postgres, stats)
-            pending = _Chunk(future, ids, payloads, own, lo, hi)
+            pending.append(_Chunk(future, ids, payloads, own, lo, hi))
+            # Up to AHEAD chunks' statements queued behind the one running: a statement
+            # slower than the next chunk's scroll (the server shares the cores) is
+            # waited for only when it falls that far behind.
+            if len(pending) > AHEAD:
+                yield pending.popleft().handed_over(postgres, stats)
             low = high
-        if pending is not None:
-            yield pending.handed_over(postgres, stats)
+        while pending:
+            yield pending.popleft().handed_over(postgres, stats)
     if key_range.first:
         without = postgres.rows_without_point()
         stats.rows += without
