@@ -78,7 +78,7 @@ def cut(page: Page, key_range: KeyRange) -> tuple[Page, bool]:
     and then a bisection finds it.
     """
     ids = page.ids
-    if not ids or not key_range.beyond(point_id(ids[-1])):
+    if not ids or key_range.high is None or not key_range.beyond(point_id(ids[-1])):
         return page, False
     lo, hi = 0, len(ids) - 1  # ids[hi] is beyond the end; everything before lo is not
     while lo < hi:
@@ -242,7 +242,7 @@ class PointStore(Protocol):
     def count(self) -> int: ...
     def has_key(self, key: str) -> bool: ...
     # The scroll of `key_range` (everything by default), ascending, a page at a time;
-    # no empty pages. points() is the same scroll as points: each_point(pages()).
+    # no empty pages. points() is the same scroll point by point: each_point(pages()).
     def pages(self, key_range: KeyRange | None = None) -> Iterator[Page]: ...
     def points(self, key_range: KeyRange | None = None) -> Iterator[Point]: ...
     def ids_from(self, offset: PointId, limit: int) -> tuple[list[PointId], PointId | None]: ...

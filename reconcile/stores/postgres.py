@@ -561,7 +561,7 @@ class Postgres:
         # value per point (absent and null alike are null; at the exact positions the
         # value's JSON text); the row side is the array the row implies.
         flag = s.flag_key is not None
-        count = 1 + flag + len(s.map)
+        count = _compared_keys(s)
         payload = [f"p.c{i}" for i in range(count)]
         values = ["f.r_person"] + ["f.r_person IS NOT NULL"] * flag
         values += [f"f.mapped_{n}" for n in range(len(s.map))]
@@ -737,6 +737,11 @@ def no_payload_form(exc: psycopg.DataError) -> StoreError:
     )
 
 
+def _compared_keys(settings: Settings) -> int:
+    """How many payload keys a scan compares: the person, the flag, each --map key."""
+    return 1 + (settings.flag_key is not None) + len(settings.map)
+
+
 class Joiner:
     """One chunk of a full scan joined in PostgreSQL: the chunk's point ids (an array)
     and compared payload values (a JSON array of arrays) FULL JOINed with the rows of
@@ -753,6 +758,7 @@ class Joiner:
         self.postgres = postgres
         self.rules = postgres.inspect().rules
         self.exact = postgres.join_exact()
+        self._keys = _compared_keys(postgres.settings)
         both = (False, True)
         self._sql = {(lo, hi): postgres._join_sql(lo, hi) for lo in both for hi in both}
         self._face_type: int | None = None
@@ -762,13 +768,12 @@ class Joiner:
         low: PointId | None,
         high: PointId | None,
         ids: str,
-        columns: list[str],
-        every: bool,
+        columns: list[str] | None,
     ) -> list[tuple[int | None, Row | None]] | None:
         """(ordinal of the chunk's point, 1-based, or None; its row, or None) per candidate
         row or point; `ids` is an array literal of the chunk's ids, `columns` a JSON
-        array of their values per compared key (see `Postgres._join_sql`); `every` makes
-        every point a candidate.
+        array of their values per compared key (see `Postgres._join_sql`), or None to
+        make every point a candidate (values JSON cannot carry).
 
         None when the chunk is better merged from the row stream: more than JOIN_LIMIT
         candidates (a range of rows whose points are missing, an empty collection),
@@ -776,8 +781,7 @@ class Joiner:
         into jsonb); memory stays bounded and the merge decides, as without this path.
         """
         sql, fixed = self._sql[low is not None, high is not None]
-        params = {**fixed, "lo": low, "hi": high, "ids": ids, "every": every}
-        params.update((f"c{i}", column) for i, column in enumerate(columns))
+        params = {**fixed, "lo": low, "hi": high, "ids": ids, **self._values(columns)}
         # A connection per statement, each its own snapshot (autocommit): a scan holds
         # no snapshot for long, and `--workers` scans hold no connection between chunks.
         with self.postgres._errors("joining points with rows"), self.postgres.engine.connect() as c:
@@ -785,7 +789,7 @@ class Joiner:
             raw = conn.connection.driver_connection
             assert raw is not None
             try:
-                found = self._execute(raw, sql, params, len(columns))
+                found = self._execute(raw, sql, params)
             finally:
                 if raw.broken:
                     # The session is gone (the error came from the raw connection, which
@@ -810,8 +814,15 @@ class Joiner:
             for o, point, face, person, recent, *mapped in found
         ]
 
+    def _values(self, columns: list[str] | None) -> dict[str, Any]:
+        """The statement's value parameters: each compared key's JSON array (`c0`, …)
+        and `every`; None makes every point of the chunk a candidate, its arrays empty."""
+        if columns is None:
+            return {"every": True, **{f"c{i}": "[]" for i in range(self._keys)}}
+        return {"every": False, **{f"c{i}": column for i, column in enumerate(columns)}}
+
     def _execute(
-        self, raw: psycopg.Connection[Any], sql: str, params: dict[str, Any], columns: int
+        self, raw: psycopg.Connection[Any], sql: str, params: dict[str, Any]
     ) -> list[tuple[Any, ...]] | None:
         info = self.postgres.inspect()
         cur = raw.cursor()
@@ -832,8 +843,7 @@ class Joiner:
                 raise no_payload_form(exc) from None  # decoding a row, in this process
         # A string jsonb refuses (\u0000, a lone surrogate): every point of the chunk
         # becomes a candidate.
-        params["every"] = True
-        params.update((f"c{i}", "[]") for i in range(columns))
+        params.update(self._values(None))
         try:
             return cur.execute(sql, params, prepare=False).fetchall()
         except psycopg.DataError as exc:
