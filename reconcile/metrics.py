@@ -17,16 +17,14 @@ import urllib.request
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from prometheus_client import (
-    CollectorRegistry,
-    Gauge,
-    push_to_gateway,
-    pushadd_to_gateway,
-    write_to_textfile,
-)
-from prometheus_client.metrics_core import Metric
-from prometheus_client.parser import text_string_to_metric_families
+# prometheus_client is imported where a metric is written or read: every command
+# imports this module (through the CLI's boundary), a run with neither --metrics-file
+# nor --metrics-push never needs it, and it costs tens of milliseconds per start.
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.metrics_core import Metric
 
 from reconcile.diff import SUB_KINDS, Kind
 from reconcile.errors import ConfigError, ExitCode
@@ -105,6 +103,8 @@ def write_started(path: Path, labels: RunLabels, started: float) -> None:
     So a run that is still going is visible (an alert on a run lock held too long), and
     the last run's drift and success stay in place until this run replaces them.
     """
+    from prometheus_client import CollectorRegistry
+
     registry = CollectorRegistry()
     registry.register(_Kept(_families(_read(path), labels, drop=RUN_STARTED)))
     _started_gauge(registry, labels, started)
@@ -134,6 +134,8 @@ def push_started(url: str, labels: RunLabels, started: float) -> str | None:
 
     Returns None, or why the gateway could not be reached (the run goes on).
     """
+    from prometheus_client import CollectorRegistry
+
     registry = CollectorRegistry()
     _started_gauge(registry, labels, started)
     return _push(url, labels, registry, replace=False)
@@ -169,6 +171,8 @@ def grouping_key(labels: RunLabels) -> dict[str, str]:
 def _push(url: str, labels: RunLabels, registry: CollectorRegistry, *, replace: bool) -> str | None:
     # PUT replaces the whole group (a finished run's complete set); POST only the metrics
     # pushed (the start keeps the last run's drift and success beside it).
+    from prometheus_client import push_to_gateway, pushadd_to_gateway
+
     push = push_to_gateway if replace else pushadd_to_gateway
     try:
         push(url, JOB, registry, grouping_key=grouping_key(labels), timeout=PUSH_TIMEOUT)
@@ -186,6 +190,8 @@ def _registry(
     labels: RunLabels, outcome: Outcome, now: float, previous_success: float | None
 ) -> CollectorRegistry:
     """Every series of a finished run."""
+    from prometheus_client import CollectorRegistry, Gauge
+
     values = labels.as_dict()
     registry = CollectorRegistry()
 
@@ -252,6 +258,8 @@ def _registry(
 
 
 def _started_gauge(registry: CollectorRegistry, labels: RunLabels, started: float) -> None:
+    from prometheus_client import Gauge
+
     Gauge(
         RUN_STARTED,
         "Unix time the last run started; after the last run's end while it is still going.",
@@ -286,6 +294,8 @@ def _matches(sample_labels: dict[str, str], labels: RunLabels, job: str | None) 
 
 def _families(text: str, labels: RunLabels, drop: str, job: str | None = None) -> list[Metric]:
     """The families of `text` with only the samples of these labels; none when unparsable."""
+    from prometheus_client.parser import text_string_to_metric_families
+
     kept: list[Metric] = []
     try:
         for family in text_string_to_metric_families(text):
@@ -321,6 +331,8 @@ def _write(path: Path, registry: CollectorRegistry) -> None:
     mode is set before the file becomes visible. The collector reads only `*.prom` files
     at the top of its directory, so the staging directory is never scraped half-written.
     """
+    from prometheus_client import write_to_textfile
+
     try:
         staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
         try:
