@@ -23,11 +23,12 @@ def task_readers(spec: dict[str, Any]) -> dict[str, Any]:
     """Each way to read the table, medians of `repeat_reads` runs."""
     import sqlalchemy as sa
 
-    from reconcile.settings import sqlalchemy_url
+    from reconcile.settings import conninfo
     from reconcile.stores.base import Row
 
     url = spec["database_url"]
-    engine = sa.create_engine(sqlalchemy_url(url))
+    # SQLAlchemy's URL for the same server, with the psycopg 3 driver (a URL, not key=value).
+    engine = sa.create_engine(conninfo(url).replace("postgresql://", "postgresql+psycopg://", 1))
     table = sa.table(
         "face_instances",
         sa.column("qdrant_point_id", sa.Uuid(as_uuid=False)),

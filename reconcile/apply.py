@@ -17,8 +17,6 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import IO, Any
 
-import sqlalchemy as sa
-
 from reconcile.diff import Keys, Kind, Tallied, classify, compared_keys
 from reconcile.errors import ConfigError, StoreError
 from reconcile.journal import JournalWriter, NullJournal
@@ -27,7 +25,7 @@ from reconcile.scan import Progress
 from reconcile.settings import Settings
 from reconcile.stores import Stores
 from reconcile.stores.base import DeleteKeys, PayloadOp, PointId, Row, SetKeys
-from reconcile.stores.postgres import LockMode
+from reconcile.stores.postgres import Connection, LockMode
 
 MAX_FAILED_BATCHES = 3
 
@@ -153,7 +151,7 @@ LockStatus = Row | Held  # the one row now naming the point, locked by us, or wh
 
 
 def lock_points(
-    stores: Stores, conn: sa.Connection, point_ids: list[PointId], hooks: Hooks
+    stores: Stores, conn: Connection, point_ids: list[PointId], hooks: Hooks
 ) -> Iterator[tuple[PointId, LockStatus]]:
     """Lock the rows naming these points FOR SHARE SKIP LOCKED and say what became of each.
 
@@ -272,7 +270,7 @@ class Repairer:
         return t.failed == 0
 
     def _recheck(
-        self, conn: sa.Connection, planned: dict[PointId, dict[str, Any]], t: Tallies
+        self, conn: Connection, planned: dict[PointId, dict[str, Any]], t: Tallies
     ) -> list[_Write]:
         """Lock the rows, re-read rows and payloads, and keep what is still drifted."""
         candidates: list[Row] = []
@@ -315,7 +313,7 @@ class Repairer:
         return writes
 
     def _write(
-        self, conn: sa.Connection, number: int, writes: list[_Write], deadline: float, t: Tallies
+        self, conn: Connection, number: int, writes: list[_Write], deadline: float, t: Tallies
     ) -> None:
         """Journal, write, and verify, all under the batch's lock."""
         qd = self.stores.qdrant

@@ -40,10 +40,10 @@ def configure(fmt: str = "text", quiet: bool = False) -> None:
     logger.handlers[:] = [handler]
     logger.propagate = False
     logger.setLevel(logging.ERROR if quiet else logging.INFO)
-    # Libraries log their own trouble too (SQLAlchemy's pool when it cannot reset a
-    # connection the server has dropped). Left to Python's last-resort handler that
+    # The driver logs its own trouble too (psycopg: a server time zone Python does not
+    # know, an error in a notice handler). Left to Python's last-resort handler that
     # is a traceback on stderr, which breaks JSON logs; through ours it is one line.
-    library = logging.getLogger("sqlalchemy")
+    library = logging.getLogger("psycopg")
     library.handlers[:] = [handler]
     library.propagate = False
     library.setLevel(logging.ERROR if quiet else logging.WARNING)

@@ -35,8 +35,6 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import IO, Any
 
-import sqlalchemy as sa
-
 from reconcile.apply import MAX_FAILED_BATCHES, Hooks, Stop
 from reconcile.diff import Drift, Kind, Tallied, batched
 from reconcile.errors import StoreError
@@ -170,7 +168,7 @@ class OrphanPlanner:
         self.rescues = list(self.sightings.marks) if report.complete else []
         self.spill.seek(0)
         with postgres.reading("checking orphan points against the base table") as conn:
-            self.now = conn.execute(sa.select(sa.func.now())).scalar_one()
+            self.now = postgres.now(conn)
             for lines in batched(self.spill, batch):
                 found = [json.loads(line) for line in lines]
                 named = postgres.named_points(conn, [point_id for point_id, _ in found])
@@ -343,7 +341,7 @@ class OrphanRemover:
         with s.postgres.reading("rechecking orphan points") as conn:
             # now() is the transaction's start; the select after it reads the rows
             # committed when it starts, later: the age is never overstated.
-            now = conn.execute(sa.select(sa.func.now())).scalar_one()
+            now = s.postgres.now(conn)
             named = s.postgres.named_points(conn, ids)
         current = s.qdrant.whole(ids)
         rescue: list[PointId] = []

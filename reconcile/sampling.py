@@ -40,10 +40,8 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-import sqlalchemy as sa
-
 from reconcile.stores.base import PointId, PointStore
-from reconcile.stores.postgres import Postgres, TableInfo
+from reconcile.stores.postgres import Postgres, TableInfo, quoted
 
 # One id per window costs about one probe per sampled id; a smaller yield would
 # cut the neighbour effect described above at a proportional cost in probes.
@@ -168,20 +166,20 @@ class RowSpace:
     def __init__(self, postgres: Postgres, info: TableInfo) -> None:
         self.postgres = postgres
         self.uuid = info.point_type == "uuid"
-        self.column = postgres.table.c[postgres.settings.point_column]
-        preparer = postgres.engine.dialect.identifier_preparer
-        self._table_sql = preparer.format_table(postgres.table)
-        self._column_sql = preparer.quote(postgres.settings.point_column)
+        self._table_sql = postgres.table
+        self._column_sql = quoted(postgres.settings.point_column)
+        # Every point id the table holds, in the order its index gives.
+        col = self._column_sql
+        self._present = f"SELECT {col} FROM {self._table_sql} WHERE {col} IS NOT NULL"
 
     def bounds(self) -> tuple[int, int] | None:
         # min() and max() do not exist for uuid; the two ends of the index do.
-        present = sa.select(self.column).where(self.column.is_not(None)).limit(1)
-        stmt = sa.select(
-            present.order_by(self.column.asc()).scalar_subquery(),
-            present.order_by(self.column.desc()).scalar_subquery(),
-        )
+        col, present = self._column_sql, self._present
+        stmt = f"SELECT ({present} ORDER BY {col} LIMIT 1), ({present} ORDER BY {col} DESC LIMIT 1)"
         with self.postgres.reading("sampling rows") as conn:
-            low, high = conn.execute(stmt).one()
+            row = conn.execute(stmt).fetchone()
+        assert row is not None
+        low, high = row
         if low is None or high is None:
             return None
         return _int_id(low), _int_id(high)
@@ -189,10 +187,10 @@ class RowSpace:
     def population(self) -> int:
         """The planner's estimate of rows with a point id: reltuples scaled to the
         table's current size, so it needs no count(*) and no prior ANALYZE."""
-        query = sa.select(self.column).where(self.column.is_not(None))
-        compiled = str(query.compile(dialect=self.postgres.engine.dialect))
         with self.postgres.reading("estimating rows") as conn:
-            plan = conn.exec_driver_sql("EXPLAIN (FORMAT JSON) " + compiled).scalar_one()
+            row = conn.execute(f"EXPLAIN (FORMAT JSON) {self._present}").fetchone()
+        assert row is not None
+        plan = row[0]
         if isinstance(plan, str):
             plan = json.loads(plan)
         return max(0, round(float(plan[0]["Plan"]["Plan Rows"])))
@@ -209,11 +207,11 @@ class RowSpace:
                 owners.append(i)
         kind = "uuid" if self.uuid else "bigint"
         col = self._column_sql
-        statement = sa.text(
-            f"SELECT w.i, hit.p FROM unnest(CAST(:a AS {kind}[]), CAST(:b AS {kind}[]), "
-            "CAST(:i AS integer[])) AS w(a, b, i) "
+        statement = (
+            f"SELECT w.i, hit.p FROM unnest(CAST(%(a)s AS {kind}[]), CAST(%(b)s AS {kind}[]), "
+            "CAST(%(i)s AS integer[])) AS w(a, b, i) "
             f"CROSS JOIN LATERAL (SELECT DISTINCT {col} AS p FROM {self._table_sql} "
-            f"WHERE {col} BETWEEN w.a AND w.b ORDER BY p LIMIT :cap) AS hit"
+            f"WHERE {col} BETWEEN w.a AND w.b ORDER BY p LIMIT %(cap)s) AS hit"
         )
         found: list[list[int]] = [[] for _ in windows]
         with self.postgres.reading("sampling rows") as conn:
@@ -222,12 +220,10 @@ class RowSpace:
             # Walking the index in order lets the LIMIT bound what a window costs.
             # Local to this read-only transaction, so a replica accepts it too.
             conn.execute(
-                sa.text(
-                    "SELECT set_config('enable_seqscan', 'off', true), "
-                    "set_config('enable_bitmapscan', 'off', true), "
-                    "set_config('enable_sort', 'off', true), "
-                    "set_config('enable_hashagg', 'off', true)"
-                )
+                "SELECT set_config('enable_seqscan', 'off', true), "
+                "set_config('enable_bitmapscan', 'off', true), "
+                "set_config('enable_sort', 'off', true), "
+                "set_config('enable_hashagg', 'off', true)"
             )
             result = conn.execute(
                 statement, {"a": starts, "b": ends, "i": owners, "cap": WINDOW_CAP + 1}

@@ -7,7 +7,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import SplitResult, parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from reconcile.errors import ConfigError
 from reconcile.mapping import KeyMap, check_maps, parse_map, parse_source
@@ -62,7 +62,7 @@ class Settings:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "map", maps_of(self.map))
-        sqlalchemy_url(self.database_url)  # raises on a scheme typo
+        conninfo(self.database_url)  # raises on a scheme typo
         if self.qdrant_url:
             check_qdrant_url(self.qdrant_url)
         located = [bool(self.qdrant_url), bool(self.qdrant_path), bool(self.qdrant_edge)]
@@ -199,12 +199,31 @@ def table_parts(table: str, flag: str = "--table") -> tuple[str | None, str]:
     return (names[0], names[1]) if len(names) == 2 else (None, names[0])
 
 
-def sqlalchemy_url(database_url: str) -> str:
-    """Rewrite any accepted PostgreSQL URL, or a libpq key=value string, to the psycopg 3 driver."""
+# A database URL read as SQLAlchemy reads one (sqlalchemy.engine.url._parse_url): the
+# service's own DATABASE_URL is written for SQLAlchemy, so a password it takes with a
+# bare '%', '#' or space must connect here too, though libpq would refuse the URL.
+_URL = re.compile(
+    r"""
+    (?P<scheme>[\w+]+)://
+    (?:(?P<user>[^:/]*)(?::(?P<password>[^@]*))?@)?
+    (?:(?:\[(?P<ipv6host>[^/?]+)\]|(?P<host>[^/:?]+))?(?::(?P<port>[^/?]*))?)?
+    (?:/(?P<dbname>[^?]*))?
+    (?:\?(?P<query>.*))?
+    """,
+    re.X,
+)
+
+
+def conninfo(database_url: str) -> str:
+    """Any accepted PostgreSQL URL, or a libpq key=value string, as a key=value string
+    for libpq: a URL's parts (user name, password and database percent-decoded, the
+    query's pairs as they are) each become a quoted value."""
     scheme, sep, rest = database_url.partition("://")
     if not sep and "=" in database_url:
-        return _conninfo_url(database_url)
-    if not sep or not rest:
+        _check_key_values(database_url)
+        return database_url
+    found = _URL.match(database_url)
+    if not sep or not rest or found is None:
         raise ConfigError(
             f"database URL {mask_url(database_url)!r} is not a URL: "
             "use postgresql://user:password@host:5432/dbname, or key=value pairs "
@@ -215,24 +234,44 @@ def sqlalchemy_url(database_url: str) -> str:
             f"database URL scheme {scheme!r} is not PostgreSQL: "
             f"use one of {', '.join(s + '://' for s in _SCHEMES)}"
         )
-    return "postgresql+psycopg://" + rest
+    part = found.groupdict()
+    if "@" in (part["host"] or "") or not (part["port"] or "0").isdigit():
+        # A second bare '@' in the password (or a ':' in the user name) splits the URL
+        # elsewhere: the host or the port then holds part of the password, so neither
+        # is quoted back, and libpq is not asked to resolve it.
+        raise ConfigError(
+            f"database URL {mask_url(database_url)!r} does not parse: percent-encode "
+            "'@' and ':' in the user name and password (postgresql://user:p%40ss@host/db)"
+        )
+    if "\x00" in unquote(database_url):
+        raise ConfigError(
+            f"database URL {mask_url(database_url)!r} holds a NUL byte (%00), which "
+            "libpq cannot take: remove it"
+        )
+    pairs = {
+        "host": part["host"] or part["ipv6host"],
+        "port": part["port"] or None,
+        **{k: None if part[k] is None else unquote(part[k]) for k in ("user", "password")},
+        "dbname": None if part["dbname"] is None else unquote(part["dbname"]),
+        **dict(parse_qsl(part["query"] or "")),
+    }
+    return " ".join(f"{k}={_quoted_value(v)}" for k, v in pairs.items() if v is not None)
 
 
-def _conninfo_url(conninfo: str) -> str:
-    """A libpq key=value string (`host=/run/pg user=app password=…`), as psycopg reads it.
+def _quoted_value(value: str) -> str:
+    """A libpq key=value string's value: in single quotes, `'` and `\\` escaped."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
-    Every pair goes into the URL's query, which SQLAlchemy's psycopg dialect hands
-    to `psycopg.connect` as keyword arguments: a socket directory, `options` or
-    `sslmode` arrive exactly as libpq would have read them from the string.
-    """
+
+def _check_key_values(text: str) -> None:
+    """Raise unless `text` parses as libpq's key=value pairs (`host=/run/pg user=app …`)."""
     # Imported here: every command imports this module, and only a key=value string
-    # needs the drivers to read it (SQLAlchemy alone costs a tenth of a second).
+    # needs the driver to read it.
     import psycopg
-    import sqlalchemy as sa
     from psycopg.conninfo import conninfo_to_dict
 
     try:
-        params = conninfo_to_dict(conninfo)
+        conninfo_to_dict(text)
     except psycopg.ProgrammingError:
         # Neither the string nor libpq's message is quoted back: on a string that does
         # not parse, which word is the password is exactly what cannot be known.
@@ -241,8 +280,6 @@ def _conninfo_url(conninfo: str) -> str:
             "spaces (host=db port=5432 dbname=faces user=app; a value with spaces in single "
             "quotes), or a postgresql:// URL"
         ) from None
-    url = sa.engine.URL.create("postgresql+psycopg", query={k: str(v) for k, v in params.items()})
-    return url.render_as_string(hide_password=False)
 
 
 def http_url(url: str) -> SplitResult | None:

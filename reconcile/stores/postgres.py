@@ -1,17 +1,22 @@
 """PostgreSQL adapter: validate the mapping and stream face rows by point id.
 
-Longer than the other modules (about 880 lines) on purpose: it is the one place
+Longer than the other modules (about 1,130 lines) on purpose: it is the one place
 that speaks SQL, as reladiff keeps one module per database. What is here is the
-table's check, the chunked COPY stream, the locked lookups of repair and undo,
-the base table's recheck of orphan points, the run lock, and whether a view can
-be locked (at the end); splitting it would spread one table's statements over
-files.
+connections it reuses, the table's check, the chunked COPY stream, the joined
+chunks of a full scan, the locked lookups of repair and undo, the base table's
+recheck of orphan points, the run lock, and whether a view can be locked (at the
+end); splitting it would spread one table's statements over files.
+
+The statements are strings built from quoted identifiers, their values bound by
+psycopg, with no SQLAlchemy: importing it cost a fifth of a second on every start,
+and the hot paths (COPY, the joined chunks) spoke to psycopg directly already.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,14 +25,12 @@ from enum import Enum
 from typing import Any
 
 import psycopg
-import sqlalchemy as sa
+from psycopg.rows import dict_row
 from psycopg.types.string import TextLoader
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from reconcile.errors import ConfigError, LockHeld, StoreError
 from reconcile.mapping import Rule, rule_for
-from reconcile.settings import Settings, mask_url, sqlalchemy_url, table_parts
+from reconcile.settings import Settings, conninfo, mask_url, table_parts
 from reconcile.stores.base import KeyRange, PointId, Row, first_line, point_id, point_order
 
 POINT_TYPES = {"uuid", "smallint", "integer", "bigint"}
@@ -52,13 +55,92 @@ class LockMode(Enum):
     WAIT = "wait"
 
 
-def _sql_type(pg_type: str) -> sa.types.TypeEngine[Any]:
-    """A bind type for ids given as strings: uuid and integers need their own type."""
-    if pg_type == "uuid":
-        return sa.Uuid(as_uuid=False)
-    if pg_type in {"smallint", "integer", "bigint"}:
-        return sa.BigInteger()
-    return sa.String()
+Connection = psycopg.Connection[Any]
+# Idle connections kept for the next short read: a scan's chunks, `--workers` and the
+# join thread each take one at a time, so a few cover every use.
+IDLE_CONNECTIONS = 8
+
+
+def quoted(name: str) -> str:
+    """An identifier in double quotes, as written: a mixed-case name stays mixed-case.
+    Names are plain identifiers (settings.check_identifier), so none holds a quote."""
+    return f'"{name}"'
+
+
+def qualified_sql(table: str, flag: str = "--table") -> str:
+    """`schema.table` (or `table`) validated and quoted for a statement."""
+    schema, name = table_parts(table, flag)
+    return f"{quoted(schema)}.{quoted(name)}" if schema else quoted(name)
+
+
+class Connections:
+    """psycopg connections to one database, reused: a scan reads in hundreds of short
+    transactions, and connecting costs more than most of them.
+
+    A connection goes back to the idle list rolled back (or in autocommit, where it
+    was put for a statement), and only if it is still usable; a broken one is closed.
+    Thread-safe: the join's thread and `--workers` take connections of their own.
+    """
+
+    def __init__(self, target: str, application_name: str) -> None:
+        self._target = target
+        self._name = application_name
+        self._idle: list[Connection] = []
+        self._closed = False  # set by close(): a connection given back is closed too
+        self._lock = threading.Lock()
+
+    def open(self, autocommit: bool = False) -> Connection:
+        """A new connection of its own (not reused), uuids loaded as their text."""
+        conn = psycopg.connect(
+            self._target,
+            autocommit=autocommit,
+            connect_timeout=10,
+            # The pid in the name lets a second run say which process holds the lock.
+            application_name=self._name,
+        )
+        # UUIDs arrive as their canonical text, which is what the merge compares:
+        # building a uuid.UUID per value and printing it back cost a third of a scan.
+        conn.adapters.register_loader("uuid", TextLoader)
+        return conn
+
+    @contextmanager
+    def connect(self, autocommit: bool = False) -> Iterator[Connection]:
+        with self._lock:
+            conn = self._idle.pop() if self._idle else None
+            self._closed = False
+        if conn is None:
+            conn = self.open(autocommit)
+        try:
+            if conn.autocommit != autocommit:
+                conn.autocommit = autocommit  # idle, so no transaction is open
+            yield conn
+        finally:
+            self._give_back(conn)
+
+    def _give_back(self, conn: Connection) -> None:
+        if conn.broken:
+            # The session was lost: after a server restart or a failover every idle one
+            # is gone too, and each would fail a statement of its own before anyone
+            # noticed (a repair stops after three failed batches). Start afresh.
+            self.close()
+        elif not conn.closed:
+            try:
+                conn.rollback()  # nothing when no transaction is open
+            except psycopg.Error:
+                pass
+            else:
+                with self._lock:
+                    if not self._closed and len(self._idle) < IDLE_CONNECTIONS:
+                        self._idle.append(conn)
+                        return
+        conn.close()
+
+    def close(self) -> None:
+        """Close the idle connections, and those given back until the next is taken."""
+        with self._lock:
+            idle, self._idle, self._closed = self._idle, [], True
+        for conn in idle:
+            conn.close()
 
 
 PERSON_TYPES = POINT_TYPES | {"text", "character varying"}
@@ -73,6 +155,7 @@ class TableInfo:
     person_type: str
     id_type: str
     point_indexed: bool
+    point_unique: bool = False  # a valid unique index on the point column alone (a table's)
     updated_type: str | None = None  # the --updated-column's type, None when absent
     kind: str = "table"  # or "view", "materialized view", … (relation_kind)
     # Each --map's column type and rule, in the order of Settings.map (and Row.values).
@@ -81,88 +164,65 @@ class TableInfo:
 
 
 class Postgres:
-    """The face table, read through SQLAlchemy Core (no ORM objects in the hot path)."""
+    """The face table, read with psycopg: the statements are built here from quoted
+    identifiers, the values always bound as parameters."""
 
-    def __init__(self, settings: Settings, engine: Engine | None = None) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._masked = mask_url(settings.database_url)
-        self.engine = engine or sa.create_engine(
-            sqlalchemy_url(settings.database_url),
-            # The pid in the name lets a second run say which process holds the lock.
-            connect_args={
-                "connect_timeout": 10,
-                "application_name": f"reconcile pid={os.getpid()}",
-            },
-            pool_pre_ping=False,
+        self.connections = Connections(
+            conninfo(settings.database_url), f"reconcile pid={os.getpid()}"
         )
-        # UUIDs arrive as their canonical text, which is what the merge compares:
-        # building a uuid.UUID per value and printing it back cost a third of a scan.
-        sa.event.listen(self.engine, "connect", _uuids_as_text)
         self.info: TableInfo | None = None
         self._lock_problems: list[str] | None = None
-        self._orphan_table: sa.TableClause | None = None
+        self._orphan_table: str | None = None
         self._loads: list[tuple[int, Any]] = []  # (index in Row.values, rule.load)
-        self._bind(sa.types.NullType(), sa.types.NullType())
-
-    def _bind(self, point: sa.types.TypeEngine[Any], face: sa.types.TypeEngine[Any]) -> None:
-        """Build the table expression; typed columns let ids given as strings bind."""
-        s = self.settings
-        schema, name = table_parts(s.table)
-        named = {s.point_column, s.person_column, s.id_column, s.updated_column}
-        self.table = sa.table(
-            name,
-            sa.column(s.point_column, point),
-            sa.column(s.person_column),
-            sa.column(s.id_column, face),
-            sa.column(s.updated_column, sa.DateTime(timezone=True)),
-            *(sa.column(c) for c in dict.fromkeys(m.column for m in s.map) if c not in named),
-            schema=schema,
+        s = settings
+        self.table = qualified_sql(s.table)
+        self._point, self._person, self._id, self._updated = (
+            quoted(c) for c in (s.point_column, s.person_column, s.id_column, s.updated_column)
         )
-        self._point = self.table.c[s.point_column]
-        self._person = self.table.c[s.person_column]
-        self._id = self.table.c[s.id_column]
-        self._updated = self.table.c[s.updated_column]
         # The mapped columns, as their text form where the map says ::text; labelled
         # by position, since one column may be mapped to two keys.
         self._mapped = [
-            (sa.cast(self.table.c[m.column], sa.Text) if m.text else self.table.c[m.column]).label(
-                f"mapped_{n}"
-            )
+            f"{quoted(m.column)}{'::text' if m.text else ''} AS mapped_{n}"
             for n, m in enumerate(s.map)
         ]
+        # A row as the merge reads it: point, face, person, recent, mapped values.
+        self._row = ", ".join([self._point, self._id, self._person, self._recent(), *self._mapped])
 
     def close(self) -> None:
-        self.engine.dispose()
+        self.connections.close()
 
     @contextmanager
     def _errors(self, doing: str) -> Iterator[None]:
         """Turn driver errors into one line a user can act on, password masked."""
         try:
             yield
-        except (DBAPIError, psycopg.Error) as exc:
-            # psycopg's own errors come from COPY, which runs on the raw connection.
-            orig = exc.orig if isinstance(exc, DBAPIError) else exc
-            detail = first_line(orig) if orig else str(exc)
-            invalidated = isinstance(exc, DBAPIError) and exc.connection_invalidated
+        except psycopg.Error as exc:
+            detail = first_line(exc)
+            # No SQLSTATE, or class 08: the connection failed or went away.
+            lost = isinstance(exc, psycopg.OperationalError) and (
+                exc.sqlstate is None or exc.sqlstate.startswith("08")
+            )
             if "resolve host" in detail:
                 # libpq's "failed to resolve host" names neither the URL nor what to fix.
                 raise StoreError(
                     f"PostgreSQL at {self._masked} is unreachable: {detail}; check the host "
                     "name in --database-url (DATABASE_URL) and that this machine's DNS knows it"
                 ) from None
-            if invalidated or "connection" in detail.lower():
+            if lost or "connection" in detail.lower():
                 raise StoreError(
                     f"PostgreSQL at {self._masked} failed while {doing}: {detail}; "
                     "check --database-url (DATABASE_URL) and that the server is running"
                 ) from None
             raise StoreError(f"PostgreSQL failed while {doing}: {detail}") from None
-        except SQLAlchemyError as exc:
-            raise StoreError(f"PostgreSQL failed while {doing}: {exc}") from None
 
     @contextmanager
-    def reading(self, doing: str) -> Iterator[sa.Connection]:
-        """A connection for one short read; driver errors become a StoreError naming `doing`."""
-        with self._errors(doing), self.engine.connect() as conn:
+    def reading(self, doing: str, autocommit: bool = False) -> Iterator[Connection]:
+        """A connection for one short read (its transaction rolled back after); driver
+        errors become a StoreError naming `doing`."""
+        with self._errors(doing), self.connections.connect(autocommit) as conn:
             yield conn
 
     def inspect(self) -> TableInfo:
@@ -183,13 +243,10 @@ class Postgres:
                     "(use 'schema.table' for a table outside the search path)"
                 )
             columns = {
-                row.attname: (row.type, row.attnum)
-                for row in conn.execute(
-                    sa.text(
-                        "SELECT attname, format_type(atttypid, NULL) AS type, attnum "
-                        "FROM pg_attribute WHERE attrelid = :oid AND attnum > 0 "
-                        "AND NOT attisdropped"
-                    ),
+                name: (pg_type, number)
+                for name, pg_type, number in conn.execute(
+                    "SELECT attname, format_type(atttypid, NULL), attnum FROM pg_attribute "
+                    "WHERE attrelid = %(oid)s AND attnum > 0 AND NOT attisdropped",
                     {"oid": oid},
                 )
             }
@@ -224,23 +281,22 @@ class Postgres:
             if problems:
                 raise ConfigError("; ".join(problems))
             kind = relation_kind(conn, oid)
-            indexed = (
-                self._ordered_by_index(conn)
-                if kind != "table"
-                else bool(
-                    conn.execute(
-                        sa.text(
-                            "SELECT EXISTS (SELECT 1 FROM pg_index i "
-                            "JOIN pg_class ic ON ic.oid = i.indexrelid "
-                            "JOIN pg_am am ON am.oid = ic.relam "
-                            "WHERE i.indrelid = :oid AND i.indkey[0] = :attnum "
-                            "AND i.indpred IS NULL AND am.amname = 'btree')"
-                        ),
-                        {"oid": oid, "attnum": columns[s.point_column][1]},
-                    ).scalar()
-                )
+            # A btree index led by the point column (whole, not partial), and whether a
+            # valid unique index on it alone rules out two rows naming one point.
+            indexed, unique = _one(
+                conn,
+                "SELECT coalesce(bool_or(am.amname = 'btree'), false), "
+                "coalesce(bool_or(i.indisunique AND i.indisvalid AND i.indnkeyatts = 1), false) "
+                # An inheritance child's rows are read with the table's but are not in
+                # its index: no unique index then rules out duplicates.
+                "AND NOT (SELECT relhassubclass FROM pg_class WHERE oid = %(oid)s) "
+                "FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid "
+                "JOIN pg_am am ON am.oid = ic.relam "
+                "WHERE i.indrelid = %(oid)s AND i.indkey[0] = %(attnum)s AND i.indpred IS NULL",
+                {"oid": oid, "attnum": columns[s.point_column][1]},
             )
-        self._bind(_sql_type(columns[s.point_column][0]), _sql_type(columns[s.id_column][0]))
+            if kind != "table":
+                indexed, unique = self._ordered_by_index(conn), False
         updated = columns.get(s.updated_column, ("", 0))[0]
         self._loads = [(n, r.load) for n, r in enumerate(rules) if r.load is not None]
         return TableInfo(
@@ -249,36 +305,30 @@ class Postgres:
             person_type=columns[s.person_column][0],
             id_type=columns[s.id_column][0],
             point_indexed=indexed,
+            point_unique=unique,
             updated_type=updated or None,
             mapped_types=tuple(columns[m.column][0] for m in s.map),
             kind=kind,
             rules=tuple(rules),
         )
 
-    def _ordered_by_index(self, conn: sa.Connection) -> bool:
+    def _ordered_by_index(self, conn: Connection) -> bool:
         """Whether PostgreSQL reads a view (or a partitioned or foreign table) in point
         order through an index, as the scan's chunks do, rather than sorting it all."""
+        p = self._point
         stmt = (
-            sa.select(self.table.c[self.settings.point_column])
-            .where(self.table.c[self.settings.point_column].is_not(None))
-            .order_by(self.table.c[self.settings.point_column])
-            .limit(self.settings.page_size * CHUNK_PAGES)
+            f"SELECT {p} FROM {self.table} WHERE {p} IS NOT NULL ORDER BY {p} "
+            f"LIMIT {self.settings.page_size * CHUNK_PAGES}"
         )
-        compiled = stmt.compile(dialect=self.engine.dialect, compile_kwargs={"literal_binds": True})
         # Whether an index CAN give the order, whatever the size today: with sorts and
         # sequential scans priced out, a plan still sorts only when no index serves. The
         # savepoint's rollback restores the planner settings.
-        nested = conn.begin_nested()
-        try:
+        with conn.transaction(force_rollback=True):
             conn.execute(
-                sa.text(
-                    "SELECT set_config('enable_sort', 'off', true), "
-                    "set_config('enable_seqscan', 'off', true)"
-                )
+                "SELECT set_config('enable_sort', 'off', true), "
+                "set_config('enable_seqscan', 'off', true)"
             )
-            plan = "\n".join(row[0] for row in conn.execute(sa.text(f"EXPLAIN {compiled}")))
-        finally:
-            nested.rollback()
+            plan = "\n".join(row[0] for row in conn.execute(f"EXPLAIN {stmt}"))
         return "Index" in plan and "Sort" not in plan
 
     def lock_problems(self) -> list[str]:
@@ -298,16 +348,15 @@ class Postgres:
 
     def count(self) -> int:
         with self.reading("counting rows") as conn:
-            return int(
-                conn.execute(sa.select(sa.func.count()).select_from(self.table)).scalar_one()
-            )
+            return int(_scalar(conn, f"SELECT count(*) FROM {self.table}"))
 
-    def _recent(self) -> sa.ColumnElement[bool]:
+    def _recent(self) -> str:
         """Whether a row changed within the grace window (`--min-age`), by the server's clock."""
         if self.settings.min_age <= 0:
-            return sa.false()
-        window = sa.func.make_interval(0, 0, 0, 0, 0, 0, self.settings.min_age)
-        return sa.func.coalesce(self._updated > sa.func.now() - window, False)
+            return "false"
+        # A float's repr is a numeric literal PostgreSQL reads (min_age is finite).
+        window = f"make_interval(secs => {float(self.settings.min_age)!r})"
+        return f"coalesce({self._updated} > now() - {window}, false)"
 
     def rows(self, key_range: KeyRange | None = None, nulls: bool = True) -> Iterator[Row]:
         """Every row in the range, ascending by point id, in bounded chunks.
@@ -319,26 +368,29 @@ class Postgres:
         a point two rows name is still seen as one duplicate. Rows with a NULL
         point id come last, in the first slice only.
         """
-        self.inspect()  # binds the column types the statements below are built with
         key_range = key_range or KeyRange()
         after: PointId | None = None
         limit = self.settings.page_size * CHUNK_PAGES
-        base = sa.select(self._point, self._id, self._person, self._recent(), *self._mapped)
+        p, base = self._point, f"SELECT {self._row} FROM {self.table}"
         while True:
-            stmt = base.where(self._point.is_not(None))
+            where, params = [f"{p} IS NOT NULL"], dict[str, Any]()
             if after is not None:
-                stmt = stmt.where(self._point > after)
+                where.append(f"{p} > %(after)s")
+                params["after"] = after
             elif key_range.low is not None:
-                stmt = stmt.where(self._point >= key_range.low)
+                where.append(f"{p} >= %(low)s")
+                params["low"] = key_range.low
             if key_range.high is not None:
-                stmt = stmt.where(self._point < key_range.high)
+                where.append(f"{p} < %(high)s")
+                params["high"] = key_range.high
+            stmt = f"{base} WHERE {' AND '.join(where)} ORDER BY {p} LIMIT {limit}"
             # Each point's rows are held back until the next point starts, so that
             # a chunk cut inside the last point's rows can drop them and read them
             # whole. `first` is the point's first row, `more` the rare others.
             first: Row | None = None
             more: list[Row] = []
             read = 0
-            for row in self._stream(stmt.order_by(self._point).limit(limit)):
+            for row in self._stream(stmt, params):
                 read += 1
                 if first is None:
                     first = row
@@ -357,32 +409,28 @@ class Postgres:
                 break
             assert first is not None
             after = first.point_id
-            yield from self._stream(base.where(self._point == after))
+            yield from self._stream(f"{base} WHERE {p} = %(after)s", {"after": after})
         if key_range.first and nulls:
-            yield from self._stream(base.where(self._point.is_(None)))
+            yield from self._stream(f"{base} WHERE {p} IS NULL")
 
-    def _stream(self, stmt: sa.Select[Any]) -> Iterator[Row]:
+    def _stream(self, stmt: str, params: dict[str, Any] | None = None) -> Iterator[Row]:
         """One short read, a transaction of its own: the select's rows through COPY.
 
         COPY streams rows without a cursor's round trips, and psycopg's C code
         parses them into the exact types wanted (ids as text or integers):
         2.4 times faster than SQLAlchemy's result layer at a million rows
-        (BENCHMARKS.md). The statement is still built by SQLAlchemy, compiled to
-        psycopg's placeholders; COPY cannot take server-side parameters, so
-        psycopg binds them on the client.
+        (BENCHMARKS.md). COPY cannot take server-side parameters, so psycopg
+        binds them on the client.
         """
         info = self.inspect()
         types = [_copy_type(info.point_type), "text", _copy_type(info.person_type), "bool"]
         types += [rule.copy_type for rule in info.rules]
-        compiled = stmt.compile(dialect=self.engine.dialect)
         # Identifiers are plain (settings.check_identifier), so the statement holds
         # no % that psycopg would need to unescape when there are no params.
-        query = f"COPY ({compiled}) TO STDOUT"
+        query = f"COPY ({stmt}) TO STDOUT"
         with self.reading("streaming rows") as conn:
-            raw = conn.connection.driver_connection
-            assert raw is not None
             try:
-                with raw.cursor() as cur, cur.copy(query, compiled.params) as copy:
+                with conn.cursor() as cur, cur.copy(query, params or None) as copy:
                     copy.set_types(types)
                     if not info.rules:
                         for point, face, person, recent in copy.rows():
@@ -396,11 +444,6 @@ class Postgres:
                 # hold one (an infinite timestamp, a year past 9999), and the payload
                 # cannot hold its ISO form either.
                 raise no_payload_form(exc) from None
-            finally:
-                if raw.broken:
-                    # The session is gone. SQLAlchemy did not see the error (it came
-                    # from the raw connection), so tell its pool not to reuse it.
-                    conn.invalidate()
 
     def _with_values(self, records: Iterator[tuple[Any, ...]]) -> Iterator[Row]:
         """Rows with their mapped columns' canonical values (`Row.values`)."""
@@ -418,43 +461,47 @@ class Postgres:
 
     def has_value(self, column: str) -> bool:
         """Whether some row holds a non-NULL value in `column` (a column of the table)."""
-        stmt = sa.select(sa.exists().where(self.table.c[column].is_not(None)))
+        stmt = f"SELECT EXISTS (SELECT 1 FROM {self.table} WHERE {quoted(column)} IS NOT NULL)"
         with self.reading(f"looking for values in {column}") as conn:
-            return bool(conn.execute(stmt).scalar())
+            return bool(_scalar(conn, stmt))
 
     def point_bounds(self) -> tuple[int, int] | None:
         """min and max of an integer point column (index probes), None when empty."""
-        stmt = sa.select(sa.func.min(self._point), sa.func.max(self._point))
+        stmt = f"SELECT min({self._point}), max({self._point}) FROM {self.table}"
         with self.reading("reading the point id range") as conn:
-            low, high = conn.execute(stmt).one()
+            low, high = _one(conn, stmt)
         return None if low is None else (int(low), int(high))
 
     @contextmanager
-    def transaction(self, lock_timeout: float, hold_limit: float) -> Iterator[sa.Connection]:
+    def transaction(self, lock_timeout: float, hold_limit: float) -> Iterator[Connection]:
         """One short transaction whose waits and idle time are bounded by the server.
 
         `lock_timeout` bounds waiting for a lock; `idle_in_transaction_session_timeout`
         makes the server end the session (and free our row locks) if this process
         hangs or dies while holding them, so the application is never blocked for long.
         """
-        with self.reading("locking rows") as conn, conn.begin():
+        with self.reading("locking rows") as conn, conn.transaction():
             conn.execute(
-                sa.text(
-                    "SELECT set_config('lock_timeout', :lock, true), "
-                    "set_config('idle_in_transaction_session_timeout', :idle, true)"
-                ),
+                "SELECT set_config('lock_timeout', %(lock)s, true), "
+                "set_config('idle_in_transaction_session_timeout', %(idle)s, true)",
                 {"lock": f"{int(lock_timeout * 1000)}ms", "idle": f"{int(hold_limit * 1000)}ms"},
             )
             yield conn
 
-    def ping(self, conn: sa.Connection) -> None:
+    def ping(self, conn: Connection) -> None:
         """Fail unless this transaction's session is still alive (and so its locks held)."""
         with self._errors("checking the row locks are still held"):
-            conn.execute(sa.select(1))
+            conn.execute("SELECT 1")
 
-    def select_rows(
-        self, conn: sa.Connection, point_ids: list[PointId], lock: LockMode
-    ) -> list[Row]:
+    def _in(self, column: str, column_type: str) -> str:
+        """`column = ANY(array)`, the array one parameter (`%(ids)s`) cast to the column's
+        type: ids given as strings then bind to a uuid column too."""
+        # format_type() without the modifier: "character" alone is char(1), "bit" bit(1).
+        array = {"character": "bpchar", "bit": "varbit"}.get(column_type, column_type)
+        array = "bigint" if column_type in INTEGER_TYPES else array
+        return f"{column} = ANY(%(ids)s::{array}[])"
+
+    def select_rows(self, conn: Connection, point_ids: list[PointId], lock: LockMode) -> list[Row]:
         """The rows naming these points, locked FOR SHARE unless `lock` says otherwise.
 
         FOR SHARE blocks an application UPDATE of the same rows until we commit, so
@@ -462,12 +509,11 @@ class Postgres:
         application transaction holds (it will write Qdrant itself); WAIT waits for
         them, up to the transaction's lock_timeout.
         """
-        rules = self.inspect().rules
-        stmt = sa.select(self._point, self._id, self._person, self._recent(), *self._mapped).where(
-            self._point.in_(point_ids)
-        )
+        info = self.inspect()
+        where = self._in(self._point, info.point_type)
+        stmt = f"SELECT {self._row} FROM {self.table} WHERE {where}"
         if lock is not LockMode.NONE:
-            stmt = stmt.with_for_update(read=True, skip_locked=lock is LockMode.SKIP_LOCKED)
+            stmt += " FOR SHARE" + (" SKIP LOCKED" if lock is LockMode.SKIP_LOCKED else "")
         with self._errors("locking rows"):
             return [
                 Row(
@@ -475,16 +521,21 @@ class Postgres:
                     str(record[1]),
                     _point_value(record[2]),
                     record[3],
-                    tuple(rule.canonical(v) for rule, v in zip(rules, record[4:], strict=True)),
+                    tuple(
+                        rule.canonical(v) for rule, v in zip(info.rules, record[4:], strict=True)
+                    ),
                 )
-                for record in conn.execute(stmt)
+                for record in conn.execute(stmt, {"ids": point_ids})
             ]
 
     def points_of_faces(self, face_ids: list[str]) -> dict[str, PointId | None]:
         """The point each of these faces names; unknown faces are left out."""
-        stmt = sa.select(self._id, self._point).where(self._id.in_(face_ids))
+        info = self.inspect()
+        where = self._in(self._id, info.id_type)
+        stmt = f"SELECT {self._id}, {self._point} FROM {self.table} WHERE {where}"
         with self.reading("looking up faces") as conn:
-            return {str(face): _point_value(point) for face, point in conn.execute(stmt)}
+            found = conn.execute(stmt, {"ids": face_ids})
+            return {str(face): _point_value(point) for face, point in found}
 
     def rows_of_points(self, point_ids: list[PointId]) -> list[Row]:
         """Every row naming these points, ascending by point id, without locks."""
@@ -493,45 +544,45 @@ class Postgres:
         return sorted(rows, key=lambda r: point_order(r.point_id if r.point_id is not None else 0))
 
     def points_changed_since(self, since: datetime) -> Iterator[PointId]:
-        """Point ids of rows updated at or after `since`, streamed."""
-        stmt = (
-            sa.select(self._point)
-            .where(self._updated >= since, self._point.is_not(None))
-            .execution_options(yield_per=self.settings.page_size)
-        )
-        with self.reading("reading changed rows") as conn:
-            for (point,) in conn.execute(stmt):
+        """Point ids of rows updated at or after `since`, streamed (a server-side cursor)."""
+        p = self._point
+        where = f"{self._updated} >= %(since)s AND {p} IS NOT NULL"
+        stmt = f"SELECT {p} FROM {self.table} WHERE {where}"
+        with self.reading("reading changed rows") as conn, conn.cursor(name="changed") as cur:
+            cur.itersize = self.settings.page_size
+            for (point,) in cur.execute(stmt, {"since": since}):
                 value = _point_value(point)
                 assert value is not None
                 yield value
 
-    def now(self) -> datetime:
-        """The database's clock: run windows must not depend on this machine's clock."""
-        with self.reading("reading the clock") as conn:
-            value = conn.execute(sa.select(sa.func.now())).scalar_one()
+    def now(self, conn: Connection | None = None) -> datetime:
+        """The database's clock (run windows must not depend on this machine's): the
+        start of `conn`'s transaction, or of a read of its own."""
+        with contextlib.ExitStack() as stack:
+            if conn is None:
+                conn = stack.enter_context(self.reading("reading the clock"))
+            with self._errors("reading the clock"):
+                value = _scalar(conn, "SELECT now()")
         assert isinstance(value, datetime)
         return value
 
     def person_counts(self) -> dict[str, int]:
         """Faces per person (one GROUP BY; NULL persons left out)."""
-        stmt = (
-            sa.select(self._person, sa.func.count())
-            .where(self._person.is_not(None))
-            .group_by(self._person)
-        )
+        person = self._person
+        stmt = f"SELECT {person}, count(*) FROM {self.table} WHERE {person} IS NOT NULL GROUP BY 1"
         with self.reading("counting faces per person") as conn:
-            return {str(_point_value(person)): int(n) for person, n in conn.execute(stmt)}
+            return {str(_point_value(who)): int(n) for who, n in conn.execute(stmt)}
 
-    def rows_per_point(self, conn: sa.Connection, point_ids: list[PointId]) -> dict[PointId, int]:
+    def rows_per_point(self, conn: Connection, point_ids: list[PointId]) -> dict[PointId, int]:
         """How many rows name each point, read without locks (tells held rows from deleted ones)."""
+        info = self.inspect()
         stmt = (
-            sa.select(self._point, sa.func.count())
-            .where(self._point.in_(point_ids))
-            .group_by(self._point)
+            f"SELECT {self._point}, count(*) FROM {self.table} "
+            f"WHERE {self._in(self._point, info.point_type)} GROUP BY 1"
         )
         with self._errors("re-reading rows"):
             found: dict[PointId, int] = {}
-            for point, n in conn.execute(stmt):
+            for point, n in conn.execute(stmt, {"ids": point_ids}):
                 value = _point_value(point)
                 assert value is not None
                 found[value] = int(n)
@@ -539,24 +590,27 @@ class Postgres:
 
     # --- the full scan's fast path (`reconcile.joined`): PostgreSQL joins a chunk ----------
 
-    def _join_sql(self, low: bool, high: bool) -> tuple[str, dict[str, Any]]:
+    def _join_sql(self, low: bool, high: bool) -> str:
         """The statement that FULL JOINs a chunk's points with the rows of its id range
-        and returns only candidates (see `Joiner`), with its own parameters."""
-        s, info = self.settings, self.inspect()
-        inner = sa.select(
-            self._point.label("r_point"),
-            self._id.label("r_face"),
-            self._person.label("r_person"),
-            self._recent().label("r_recent"),
+        and returns only candidates (see `Joiner`); `low`, `high`: whether the range
+        has that end (parameters `lo`, `hi`)."""
+        s, info, p = self.settings, self.inspect(), self._point
+        inner = [
+            f"{p} AS r_point",
+            f"{self._id} AS r_face",
+            f"{self._person} AS r_person",
+            f"{self._recent()} AS r_recent",
             *self._mapped,
+        ]
+        # `every`: a chunk whose values JSON cannot carry, all of it candidates.
+        candidate = ["p.o IS NULL", "f.r_point IS NULL", "f.r_recent", "%(every)s"]
+        if not info.point_unique:
             # Each point's rows counted: a duplicate comes back even if its rows agree.
-            sa.func.count().over(partition_by=self._point).label("r_n"),
-        ).where(self._point.is_not(None))
-        if low:
-            inner = inner.where(self._point >= sa.bindparam("lo"))
-        if high:
-            inner = inner.where(self._point < sa.bindparam("hi"))
-        compiled = inner.compile(dialect=self.engine.dialect)
+            # A unique index rules duplicates out, and the window's sort is a sixth of
+            # the statement's time.
+            inner.append(f"count(*) OVER (PARTITION BY {p}) AS r_n")
+            candidate.append("f.r_n > 1")
+        where = [f"{p} IS NOT NULL"] + [f"{p} >= %(lo)s"] * low + [f"{p} < %(hi)s"] * high
         # The payload side is one JSON array per compared key (Keys.names order), a
         # value per point (absent and null alike are null; at the exact positions the
         # value's JSON text); the row side is the array the row implies.
@@ -565,9 +619,7 @@ class Postgres:
         payload = [f"p.c{i}" for i in range(count)]
         values = ["f.r_person"] + ["f.r_person IS NOT NULL"] * flag
         values += [f"f.mapped_{n}" for n in range(len(s.map))]
-        where = {0: "f.r_person", **{n + 1 + flag: f"f.mapped_{n}" for n in range(len(s.map))}}
-        # `every`: a chunk whose values JSON cannot carry, all of it candidates.
-        candidate = ["p.o IS NULL", "f.r_point IS NULL", "f.r_n > 1", "f.r_recent", "%(every)s"]
+        source = {0: "f.r_person", **{n + 1 + flag: f"f.mapped_{n}" for n in range(len(s.map))}}
         # jsonb equality is never looser than the mapping's rules but where noted here;
         # SQL only filters, and Python judges every candidate by the rules.
         for i in self.join_exact():
@@ -575,7 +627,7 @@ class Postgres:
             # jsonb prints 10000000000000000. Both sides go as their exact JSON text (the
             # payload's as Python writes it, `joined._exact_text`): equal texts are
             # equal values.
-            values[i] = f"to_jsonb({where[i]})::text"
+            values[i] = f"to_jsonb({source[i]})::text"
         for n, rule in enumerate(info.rules):
             column, i = f"f.mapped_{n}", n + 1 + flag
             if rule.name == "json":
@@ -596,14 +648,14 @@ class Postgres:
         ids = "uuid[]" if info.point_type == "uuid" else "bigint[]"
         mapped = "".join(f", f.mapped_{n}" for n in range(len(s.map)))
         columns = "".join(f", jsonb_array_elements(%(c{i})s::jsonb)" for i in range(count))
-        sql = (
+        return (
             f"SELECT p.o, f.r_point, f.r_face, f.r_person, f.r_recent::int{mapped} "
             f"FROM ROWS FROM (unnest(%(ids)s::{ids}){columns}) "
             f"WITH ORDINALITY AS p(point, {', '.join(f'c{i}' for i in range(count))}, o) "
-            f"FULL JOIN ({compiled}) AS f "
+            f"FULL JOIN (SELECT {', '.join(inner)} FROM {self.table} "
+            f"WHERE {' AND '.join(where)}) AS f "
             f"ON f.r_point = p.point WHERE {' OR '.join(candidate)} LIMIT {JOIN_LIMIT + 1}"
         )
-        return sql, dict(compiled.params)
 
     def join_exact(self) -> tuple[int, ...]:
         """The positions (in Keys.names order) whose values a joined chunk compares as
@@ -619,13 +671,13 @@ class Postgres:
 
     def rows_without_point(self) -> int:
         """How many rows name no point (NULL point id)."""
-        stmt = sa.select(sa.func.count()).select_from(self.table).where(self._point.is_(None))
+        stmt = f"SELECT count(*) FROM {self.table} WHERE {self._point} IS NULL"
         with self.reading("counting rows without a point") as conn:
-            return int(conn.execute(stmt).scalar_one())
+            return int(_scalar(conn, stmt))
 
     # --- `repair --delete-orphans`: committed rows of the base table ---------------------
 
-    def orphan_table(self) -> sa.TableClause:
+    def orphan_table(self) -> str:
         """The table whose committed rows keep a point from being deleted as an orphan:
         --orphan-table, else --table when it is a table (not a view); checked once.
 
@@ -650,13 +702,12 @@ class Postgres:
             found = (
                 None
                 if oid is None
-                else conn.execute(
-                    sa.text(
-                        "SELECT format_type(atttypid, NULL) FROM pg_attribute "
-                        "WHERE attrelid = :oid AND attname = :column AND NOT attisdropped"
-                    ),
+                else _scalar(
+                    conn,
+                    "SELECT format_type(atttypid, NULL) FROM pg_attribute "
+                    "WHERE attrelid = %(oid)s AND attname = %(column)s AND NOT attisdropped",
                     {"oid": oid, "column": s.point_column},
-                ).scalar()
+                )
             )
         if kind not in {"table", "partitioned table"}:
             what = "not found" if kind is None else f"a {kind}, not a table"
@@ -670,23 +721,22 @@ class Postgres:
                 f"--orphan-table {name!r} {has} {s.point_column} ({info.point_type}): name "
                 "the table behind --table that holds the point ids"
             )
-        point = sa.column(s.point_column, _sql_type(info.point_type))
-        self._orphan_table = sa.table(table, point, schema=schema)
+        self._orphan_table = qualified_sql(name, "--orphan-table")
         return self._orphan_table
 
-    def named_points(self, conn: sa.Connection, point_ids: list[PointId]) -> set[PointId]:
+    def named_points(self, conn: Connection, point_ids: list[PointId]) -> set[PointId]:
         """Which of these points a committed row of `orphan_table` names (no locks: a row
         not yet committed cannot be seen, which is what the grace is for)."""
-        table = self.orphan_table()
-        point = table.c[self.settings.point_column]
-        integer = self.inspect().point_type != "uuid"
+        table, info = self.orphan_table(), self.inspect()
+        integer = info.point_type != "uuid"
         # An id of the other kind names no row, and would not bind to the column's type.
         wanted = [p for p in point_ids if isinstance(p, int) == integer]
         if not wanted:
             return set()
+        where = self._in(self._point, info.point_type)
+        stmt = f"SELECT DISTINCT {self._point} FROM {table} WHERE {where}"
         with self._errors("rechecking orphan points"):
-            found = conn.execute(sa.select(point).distinct().where(point.in_(wanted)))
-            return {point_id(value) for (value,) in found}
+            return {point_id(value) for (value,) in conn.execute(stmt, {"ids": wanted})}
 
     # --- `check --suggest-map`: whole rows, every column ----------------------------------
 
@@ -695,35 +745,24 @@ class Postgres:
         these points with every column, as the driver decodes them (as `select_rows`
         reads mapped columns: uuids as text)."""
         info = self.inspect()  # the table, its point column and that column's type
-        schema, name = table_parts(self.settings.table)
-        point = self.settings.point_column
         integer = info.point_type != "uuid"
         # An id of the other kind names no row, and would not bind to the column's type.
         wanted = [p for p in point_ids if isinstance(p, int) == integer]
+        stmt = f"SELECT * FROM {self.table} WHERE {self._in(self._point, info.point_type)}"
         with self.reading("reading sample rows") as conn:
             types = {
                 str(column): str(pg_type)
                 for column, pg_type in conn.execute(
-                    sa.text(
-                        "SELECT attname, format_type(atttypid, NULL) FROM pg_attribute "
-                        "WHERE attrelid = to_regclass(:name) AND attnum > 0 "
-                        "AND NOT attisdropped ORDER BY attnum"
-                    ),
-                    {"name": conn.dialect.identifier_preparer.format_table(self.table)},
+                    "SELECT attname, format_type(atttypid, NULL) FROM pg_attribute "
+                    "WHERE attrelid = to_regclass(%(name)s) AND attnum > 0 "
+                    "AND NOT attisdropped ORDER BY attnum",
+                    {"name": self.table},
                 )
             }
-            table = sa.table(
-                name,
-                *(
-                    sa.column(c, _sql_type(info.point_type) if c == point else sa.types.NullType())
-                    for c in types
-                ),
-                schema=schema,
-            )
             rows: list[dict[str, Any]] = []
-            for start in range(0, len(wanted), 1000):
-                stmt = sa.select(table).where(table.c[point].in_(wanted[start : start + 1000]))
-                rows += [dict(record._mapping) for record in conn.execute(stmt)]
+            with conn.cursor(row_factory=dict_row) as cur:
+                for start in range(0, len(wanted), 1000):
+                    rows += cur.execute(stmt, {"ids": wanted[start : start + 1000]}).fetchall()
         return types, rows
 
 
@@ -780,21 +819,12 @@ class Joiner:
         or a value the statement cannot take (a json column PostgreSQL cannot turn
         into jsonb); memory stays bounded and the merge decides, as without this path.
         """
-        sql, fixed = self._sql[low is not None, high is not None]
-        params = {**fixed, "lo": low, "hi": high, "ids": ids, **self._values(columns)}
+        sql = self._sql[low is not None, high is not None]
+        params = {"lo": low, "hi": high, "ids": ids, **self._values(columns)}
         # A connection per statement, each its own snapshot (autocommit): a scan holds
         # no snapshot for long, and `--workers` scans hold no connection between chunks.
-        with self.postgres._errors("joining points with rows"), self.postgres.engine.connect() as c:
-            conn = c.execution_options(isolation_level="AUTOCOMMIT")
-            raw = conn.connection.driver_connection
-            assert raw is not None
-            try:
-                found = self._execute(raw, sql, params)
-            finally:
-                if raw.broken:
-                    # The session is gone (the error came from the raw connection, which
-                    # SQLAlchemy did not see): tell its pool not to reuse it.
-                    conn.invalidate()
+        with self.postgres.reading("joining points with rows", autocommit=True) as conn:
+            found = self._execute(conn, sql, params)
         if found is None or len(found) > JOIN_LIMIT:
             return None
         rules = self.rules
@@ -822,7 +852,7 @@ class Joiner:
         return {"every": False, **{f"c{i}": column for i, column in enumerate(columns)}}
 
     def _execute(
-        self, raw: psycopg.Connection[Any], sql: str, params: dict[str, Any]
+        self, raw: Connection, sql: str, params: dict[str, Any]
     ) -> list[tuple[Any, ...]] | None:
         info = self.postgres.inspect()
         cur = raw.cursor()
@@ -856,16 +886,15 @@ class Joiner:
 def advisory_lock(postgres: Postgres, name: str) -> Iterator[None]:
     """Hold a session-level advisory lock named `name` for the block, or raise LockHeld.
 
-    The lock lives on a connection of its own, so it goes away when this process
-    dies (the server ends the session), and short batch transactions do not touch it.
+    The lock lives on a connection of its own, never reused, so it goes away when
+    this process dies (the server ends the session), and short batch transactions
+    do not touch it.
     """
-    key = sa.func.hashtextextended(name, 0)
     with postgres._errors("taking the run lock"):
-        conn = postgres.engine.connect()
+        conn = postgres.connections.open(autocommit=True)
         try:
-            taken = conn.execute(sa.select(sa.func.pg_try_advisory_lock(key))).scalar_one()
+            taken = _scalar(conn, "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", [name])
             holder = None if taken else _lock_holder(conn, name)
-            conn.commit()
         except BaseException:
             conn.close()
             raise
@@ -878,40 +907,47 @@ def advisory_lock(postgres: Postgres, name: str) -> Iterator[None]:
     try:
         yield
     finally:
-        with contextlib.suppress(SQLAlchemyError):
-            conn.execute(sa.select(sa.func.pg_advisory_unlock(key)))
-            conn.commit()
+        with contextlib.suppress(psycopg.Error):
+            conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", [name])
         conn.close()
 
 
-def _lock_holder(conn: sa.Connection, name: str) -> str | None:
+def _lock_holder(conn: Connection, name: str) -> str | None:
     """Who holds the advisory lock: our pid is in its application_name."""
     holder = conn.execute(
-        sa.text(
-            "SELECT a.application_name, a.pid, a.backend_start, a.client_addr "
-            "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
-            "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
-            "AND l.classid::bigint = ((hashtextextended(:name, 0) >> 32) & 4294967295) "
-            "AND l.objid::bigint = (hashtextextended(:name, 0) & 4294967295)"
-        ),
+        "SELECT a.application_name, a.pid, a.backend_start, a.client_addr "
+        "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+        "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
+        "AND l.classid::bigint = ((hashtextextended(%(name)s, 0) >> 32) & 4294967295) "
+        "AND l.objid::bigint = (hashtextextended(%(name)s, 0) & 4294967295)",
         {"name": name},
-    ).first()
+    ).fetchone()
     if holder is None:
         return None
-    where = f" from {holder.client_addr}" if holder.client_addr else ""
+    application, pid, since, address = holder
+    where = f" from {address}" if address else ""
     return (
-        f"{holder.application_name or 'a session'} (server pid {holder.pid}{where}, "
-        f"connected since {holder.backend_start:%Y-%m-%d %H:%M:%S %Z})"
+        f"{application or 'a session'} (server pid {pid}{where}, "
+        f"connected since {since:%Y-%m-%d %H:%M:%S %Z})"
     )
+
+
+def _one(conn: Connection, stmt: str, params: Any = None) -> tuple[Any, ...]:
+    """The statement's one row."""
+    row = conn.execute(stmt, params).fetchone()
+    assert row is not None, stmt
+    return tuple(row)
+
+
+def _scalar(conn: Connection, stmt: str, params: Any = None) -> Any:
+    """The first value of the statement's one row (None when it returns no row)."""
+    row = conn.execute(stmt, params).fetchone()
+    return None if row is None else row[0]
 
 
 def _copy_type(column_type: str) -> str:
     """How COPY hands a point or person column over: integers as int, the rest as text."""
     return "int8" if column_type in {"smallint", "integer", "bigint"} else "text"
-
-
-def _uuids_as_text(dbapi_connection: Any, _record: Any) -> None:
-    dbapi_connection.adapters.register_loader("uuid", TextLoader)
 
 
 def _point_value(value: Any) -> PointId | None:
@@ -943,31 +979,28 @@ _LOCKABLE = (
 _OVERWRITE = "repair could overwrite a change made meanwhile"
 
 
-def relation_oid(conn: sa.Connection, schema: str | None, name: str) -> int | None:
+def relation_oid(conn: Connection, schema: str | None, name: str) -> int | None:
     """The oid of table or view `schema.name` (the search path's when schema is None),
     each part quoted as given (a mixed-case name stays mixed-case); None when absent."""
-    oid = conn.execute(
-        sa.text(
-            "SELECT to_regclass(CASE WHEN CAST(:schema AS text) IS NULL THEN '' "
-            "ELSE quote_ident(:schema) || '.' END || quote_ident(:name))::oid"
-        ),
+    oid = _scalar(
+        conn,
+        "SELECT to_regclass(CASE WHEN CAST(%(schema)s AS text) IS NULL THEN '' "
+        "ELSE quote_ident(%(schema)s) || '.' END || quote_ident(%(name)s))::oid",
         {"schema": schema, "name": name},
-    ).scalar()
+    )
     return None if oid is None else int(oid)
 
 
-def relation_kind(conn: sa.Connection, oid: int) -> str:
+def relation_kind(conn: Connection, oid: int) -> str:
     """'table', 'view', 'materialized view', 'partitioned table', 'foreign table' … from
     pg_class.relkind."""
-    kind = conn.execute(
-        sa.text("SELECT relkind FROM pg_class WHERE oid = CAST(:oid AS oid)"), {"oid": oid}
-    ).scalar()
+    kind = _scalar(conn, "SELECT relkind FROM pg_class WHERE oid = %(oid)s::oid", {"oid": oid})
     if kind is None:
         raise StoreError(f"relation {oid} was dropped while it was being checked: run again")
     return RELATION_KINDS.get(kind, f"relation of kind {kind!r}")
 
 
-def view_lock_problems(conn: sa.Connection, qualified: str, columns: Sequence[str]) -> list[str]:
+def view_lock_problems(conn: Connection, qualified: str, columns: Sequence[str]) -> list[str]:
     """Why repair cannot lock this view's rows so that they cover every column in `columns`;
     [] when it can. One line per problem.
 
@@ -1004,13 +1037,9 @@ def view_lock_problems(conn: sa.Connection, qualified: str, columns: Sequence[st
     `qualified` is the name as the user wrote it (validated plain identifiers, quoted
     here again). A missing column raises the driver's error: check columns first.
     """
-    schema, name = table_parts(qualified)
+    view = qualified_sql(qualified)
     columns = list(dict.fromkeys(columns))
-    view = sa.table(name, *(sa.column(c) for c in columns), schema=schema)
-    oid = conn.execute(
-        sa.text("SELECT CAST(to_regclass(:name) AS oid)"),
-        {"name": conn.dialect.identifier_preparer.format_table(view)},
-    ).scalar()
+    oid = _scalar(conn, "SELECT CAST(to_regclass(%(name)s) AS oid)", {"name": view})
     if oid is None:
         return [f"{qualified} not found in the database: set --table"]
     if relation_kind(conn, oid) == "materialized view":
@@ -1018,15 +1047,14 @@ def view_lock_problems(conn: sa.Connection, qualified: str, columns: Sequence[st
             f"{qualified} is a materialized view: its rows are a copy, refreshed by hand, and "
             "PostgreSQL cannot lock them; point --table at the table"
         ]
-    select = sa.select(*(view.c[c] for c in columns))
+    select = f"SELECT {', '.join(quoted(c) for c in columns)} FROM {view}"
     _explain(conn, select)  # a missing column is not a lock problem: let it raise
     try:
-        locked = _explain(conn, select.with_for_update(read=True, skip_locked=True))
-    except DBAPIError as exc:
-        if getattr(exc.orig, "sqlstate", None) not in _LOCK_REFUSED:
+        locked = _explain(conn, f"{select} FOR SHARE SKIP LOCKED")
+    except psycopg.Error as exc:
+        if exc.sqlstate not in _LOCK_REFUSED:
             raise
-        detail = first_line(exc.orig) if exc.orig else str(exc)
-        return [f"view {qualified} cannot be locked FOR SHARE ({detail}): {_LOCKABLE}"]
+        return [f"view {qualified} cannot be locked FOR SHARE ({first_line(exc)}): {_LOCKABLE}"]
     problems = [
         f"view {qualified} reads a WITH query{'' if holder == oid else f' (in view {inner})'}, "
         f"whose rows FOR SHARE does not lock: {_OVERWRITE}; {_LOCKABLE}"
@@ -1038,41 +1066,37 @@ def view_lock_problems(conn: sa.Connection, qualified: str, columns: Sequence[st
             f"copies the rows of a UNION instead): {_OVERWRITE}; {_LOCKABLE}"
             for table in dict.fromkeys(_copied(locked))
         ]
-    baseline = _subplans(_explain(conn, sa.select(sa.true()).select_from(view)))
+    baseline = _subplans(_explain(conn, f"SELECT true FROM {view}"))
     problems += [
         f"view {qualified} computes column {column} with a subquery, which FOR SHARE does not "
         f"lock: {_OVERWRITE}; bring it in by an inner join, or leave it out of --map"
         for column in columns
-        if _subplans(_explain(conn, sa.select(view.c[column]))) > baseline
+        if _subplans(_explain(conn, f"SELECT {quoted(column)} FROM {view}")) > baseline
     ]
     return problems
 
 
-def _explain(conn: sa.Connection, stmt: sa.Select[Any]) -> dict[str, Any]:
-    """The top node of the statement's verbose plan; planned only, in a rolled-back savepoint."""
+def _explain(conn: Connection, stmt: str) -> dict[str, Any]:
+    """The top node of the statement's verbose plan; planned only, in a savepoint rolled
+    back on success too: the relation locks planning took go with it."""
     # Identifiers are plain (settings.check_identifier) and the statement has no
     # parameters, so its text holds no % for the driver to read as a placeholder.
-    sql = f"EXPLAIN (VERBOSE, FORMAT JSON) {stmt.compile(dialect=conn.dialect)}"
-    savepoint = conn.begin_nested()
-    try:
-        plan = conn.exec_driver_sql(sql).scalar_one()
-    finally:
-        # Rolled back on success too: the relation locks planning took go with it.
-        savepoint.rollback()
+    with conn.transaction(force_rollback=True):
+        plan = _scalar(conn, f"EXPLAIN (VERBOSE, FORMAT JSON) {stmt}")
     top: dict[str, Any] = plan[0]["Plan"]
     return top
 
 
-def _views_with_ctes(conn: sa.Connection, oid: int) -> list[tuple[int, str]]:
+def _views_with_ctes(conn: Connection, oid: int) -> list[tuple[int, str]]:
     """The view and the views it reads, at any depth, whose query has a WITH query."""
     # A stored query tree writes a WITH query as a CommonTableExpr node; a rule's
     # pg_depend rows name the relations its query reads.
     return [
         (int(found), str(name))
         for found, name in conn.execute(
-            sa.text(
+            (
                 "WITH RECURSIVE views(oid) AS ("
-                " SELECT CAST(:oid AS oid)"
+                " SELECT CAST(%(oid)s AS oid)"
                 " UNION SELECT d.refobjid FROM views v"
                 " JOIN pg_rewrite r ON r.ev_class = v.oid"
                 " JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid"

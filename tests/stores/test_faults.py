@@ -220,3 +220,30 @@ def test_postgres_lost_mid_batch_writes_nothing_and_exits_3(world: World) -> Non
     )
     assert report.tallies.failed == 1 and report.exit_code == 3
     assert "person_id" not in world.payload(point)  # the lock was gone: nothing written
+
+
+def test_after_the_server_ends_every_session_one_read_fails_and_the_next_works(
+    world: World,
+) -> None:
+    """A failover or restart kills the idle connections too: the first read that meets a
+    dead one fails, and the pool then starts afresh instead of handing out the others
+    one failure at a time (a repair stops after three failed batches)."""
+    for _ in range(5):
+        world.face(world.person())
+    faces = world.conn.execute("SELECT count(*) FROM face_instances").fetchone()
+    postgres = world.stores(world.settings()).postgres
+    with (
+        postgres.connections.connect(),
+        postgres.connections.connect(),
+        postgres.connections.connect(),
+    ):
+        pass  # three sessions, now idle in the pool
+    with psycopg.connect(world.url, autocommit=True) as killer:
+        ended = killer.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE application_name LIKE 'reconcile%%' AND pid <> pg_backend_pid()"
+        ).fetchone()
+    assert ended is not None and ended[0] >= 3  # other tests' idle sessions too
+    with pytest.raises(StoreError, match=r"PostgreSQL at .* failed while counting rows"):
+        postgres.count()
+    assert faces is not None and postgres.count() == faces[0]

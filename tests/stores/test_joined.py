@@ -218,6 +218,10 @@ def test_random_worlds_cut_anywhere(
     table.create(
         f"id text, qdrant_point_id {ptype}, person_id text, updated_at timestamptz", *values
     )
+    named = [point for point, _ in rows if point is not None]
+    if len(set(named)) == len(named) and rnd.random() < 0.5:
+        # The service's table: the statement then leaves out the duplicate count.
+        table.conn.execute("ALTER TABLE t ADD UNIQUE (qdrant_point_id)")
     monkeypatch.setattr(joined_module, "CHUNK", rnd.randint(1, 5))
     monkeypatch.setattr(postgres_module, "JOIN_LIMIT", rnd.choice([0, 2, 50_000]))
     ordered = sorted(points.items(), key=lambda item: point_order(item[0]))
@@ -232,3 +236,93 @@ def test_random_worlds_cut_anywhere(
         ]
         rows_found, fast = table.both(mine, key_range=key_range, min_age=3600)
         assert fast == rows_found, key_range.describe()
+
+
+@pytest.mark.parametrize(
+    ("index", "unique"),
+    [
+        ("ALTER TABLE t ADD UNIQUE (qdrant_point_id)", True),
+        ("CREATE UNIQUE INDEX ON t (qdrant_point_id) INCLUDE (person_id)", True),
+        ("CREATE INDEX ON t (qdrant_point_id)", False),
+        ("CREATE UNIQUE INDEX ON t (qdrant_point_id) WHERE person_id IS NOT NULL", False),
+        ("CREATE UNIQUE INDEX ON t (qdrant_point_id, id)", False),
+        ("CREATE UNIQUE INDEX ON t (id)", False),
+    ],
+)
+def test_only_a_whole_unique_index_on_the_point_skips_the_duplicate_count(
+    table: Table, index: str, unique: bool
+) -> None:
+    table.create("id text, qdrant_point_id bigint, person_id text, updated_at timestamptz")
+    table.conn.execute(index)
+    s = Settings(table.url, qdrant_path="/nowhere", table="t")
+    postgres = Postgres(s)
+    try:
+        assert postgres.inspect().point_unique is unique
+        assert ("OVER (PARTITION BY" not in postgres.joiner()._sql[True, True]) is unique
+    finally:
+        postgres.close()
+
+
+def test_a_unique_index_left_invalid_still_counts_duplicates(table: Table) -> None:
+    """CREATE UNIQUE INDEX CONCURRENTLY that met a duplicate leaves an invalid index behind:
+    the duplicate is still there, and the joined path must still report it."""
+    table.create(
+        "id text, qdrant_point_id bigint, person_id text, updated_at timestamptz",
+        "'f1', 1, 'a', now() - interval '1 day'",
+        "'f2', 1, 'a', now() - interval '1 day'",
+        "'f3', 2, 'b', now() - interval '1 day'",
+    )
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        table.conn.execute("CREATE UNIQUE INDEX CONCURRENTLY t_point ON t (qdrant_point_id)")
+    found = table.conn.execute(
+        "SELECT indisvalid FROM pg_index WHERE indexrelid = 't_point'::regclass"
+    )
+    assert found.fetchone() == (False,)
+    rows_found, fast = table.both([(1, {"person_id": "a"}), (2, {"person_id": "b"})])
+    assert fast == rows_found
+    assert '"duplicate_point"' in rows_found[1]
+
+
+def test_a_unique_index_does_not_cover_an_inheritance_childs_rows(table: Table) -> None:
+    """The scan reads a child table's rows with its parent's, but the parent's unique
+    index does not hold them: the same point in both is still a duplicate."""
+    table.create(
+        "id text, qdrant_point_id bigint UNIQUE, person_id text, updated_at timestamptz",
+        "'f1', 1, 'a', now() - interval '1 day'",
+    )
+    table.conn.execute("DROP TABLE IF EXISTS t_child")
+    table.conn.execute("CREATE TABLE t_child () INHERITS (t)")
+    table.conn.execute("INSERT INTO t_child VALUES ('f2', 1, 'a', now() - interval '1 day')")
+    rows_found, fast = table.both([(1, {"person_id": "a"})])
+    table.conn.execute("DROP TABLE t_child")
+    assert fast == rows_found
+    assert '"duplicate_point"' in rows_found[1]
+
+
+@pytest.mark.parametrize(
+    ("id_type", "value"),
+    [
+        ("char(8)", "abcdefgh"),
+        ("varchar(12)", "face-1"),
+        ("text", "face-1"),
+        ("uuid", U),
+        ("bigint", "7"),
+        ("integer", "7"),
+        ("numeric(5,1)", "7.5"),
+        ("bit(3)", "101"),
+    ],
+)
+def test_faces_are_looked_up_by_their_id_whatever_its_type(
+    table: Table, id_type: str, value: str
+) -> None:
+    table.create(
+        f"id {id_type}, qdrant_point_id bigint, person_id text, updated_at timestamptz",
+        f"'{value}', 1, 'a', now()",
+    )
+    postgres = Postgres(Settings(table.url, qdrant_path="/nowhere", table="t"))
+    try:
+        assert postgres.points_of_faces([value, "0"] if id_type != "uuid" else [value]) == {
+            value: 1
+        }
+    finally:
+        postgres.close()

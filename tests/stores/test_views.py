@@ -12,10 +12,8 @@ from typing import Any
 
 import psycopg
 import pytest
-import sqlalchemy as sa
 
-from reconcile.settings import sqlalchemy_url
-from reconcile.stores.postgres import relation_kind, view_lock_problems
+from reconcile.stores.postgres import Connection, relation_kind, view_lock_problems
 
 TABLES = """
 CREATE TABLE image_assets (id integer PRIMARY KEY, taken_at timestamp);
@@ -64,10 +62,10 @@ def db(pg_url: str) -> Iterator[psycopg.Connection[Any]]:
 
 
 @pytest.fixture
-def engine(pg_url: str, db: psycopg.Connection[Any]) -> Iterator[sa.Engine]:
-    engine = sa.create_engine(sqlalchemy_url(pg_url))
-    yield engine
-    engine.dispose()
+def reader(pg_url: str, db: psycopg.Connection[Any]) -> Iterator[Connection]:
+    """A connection as repair's reads get one: not in autocommit."""
+    with psycopg.connect(pg_url) as conn:
+        yield conn
 
 
 def schema_of(db: psycopg.Connection[Any]) -> str:
@@ -76,9 +74,11 @@ def schema_of(db: psycopg.Connection[Any]) -> str:
     return str(row[0])
 
 
-def problems(engine: sa.Engine, name: str, columns: list[str]) -> list[str]:
-    with engine.connect() as conn:
-        return view_lock_problems(conn, name, columns)
+def problems(reader: Connection, name: str, columns: list[str]) -> list[str]:
+    try:
+        return view_lock_problems(reader, name, columns)
+    finally:
+        reader.rollback()  # as the store's connections go back after each read
 
 
 def one_face(db: psycopg.Connection[Any]) -> tuple[str, str]:
@@ -94,18 +94,16 @@ def one_face(db: psycopg.Connection[Any]) -> tuple[str, str]:
 
 
 def test_relation_kind_names_tables_views_and_materialized_views(
-    db: psycopg.Connection[Any], engine: sa.Engine
+    db: psycopg.Connection[Any], reader: Connection
 ) -> None:
     db.execute(f"CREATE VIEW faces_v AS {INNER}")
     db.execute("CREATE MATERIALIZED VIEW faces_m AS SELECT * FROM face_instances")
     db.execute("CREATE TABLE faces_p (id uuid) PARTITION BY HASH (id)")
-    with engine.connect() as conn:
-        kinds = {
-            name: relation_kind(
-                conn, conn.execute(sa.text(f"SELECT '{name}'::regclass::oid")).scalar_one()
-            )
-            for name in ("face_instances", "faces_v", "faces_m", "faces_p")
-        }
+    kinds = {}
+    for name in ("face_instances", "faces_v", "faces_m", "faces_p"):
+        found = reader.execute(f"SELECT '{name}'::regclass::oid").fetchone()
+        assert found is not None
+        kinds[name] = relation_kind(reader, found[0])
     assert kinds == {
         "face_instances": "table",
         "faces_v": "view",
@@ -115,13 +113,13 @@ def test_relation_kind_names_tables_views_and_materialized_views(
 
 
 def test_an_inner_join_view_covers_joined_columns_and_expressions(
-    db: psycopg.Connection[Any], engine: sa.Engine
+    db: psycopg.Connection[Any], reader: Connection
 ) -> None:
     db.execute(f"CREATE VIEW faces_v AS {INNER}")
     columns = [*COLUMNS, "taken_at", "is_assigned", "bbox"]
-    assert problems(engine, "faces_v", columns) == []
-    assert problems(engine, f"{schema_of(db)}.faces_v", columns) == []
-    assert problems(engine, "face_instances", COLUMNS) == []
+    assert problems(reader, "faces_v", columns) == []
+    assert problems(reader, f"{schema_of(db)}.faces_v", columns) == []
+    assert problems(reader, "face_instances", COLUMNS) == []
 
 
 @pytest.mark.parametrize(
@@ -149,18 +147,18 @@ def test_an_inner_join_view_covers_joined_columns_and_expressions(
     ids=["left_join", "group_by", "distinct", "window"],
 )
 def test_a_view_postgresql_refuses_to_lock_is_one_line_naming_it(
-    db: psycopg.Connection[Any], engine: sa.Engine, body: str, refusal: str
+    db: psycopg.Connection[Any], reader: Connection, body: str, refusal: str
 ) -> None:
     db.execute(f"CREATE VIEW faces_v AS {body}")
     qualified = f"{schema_of(db)}.faces_v"
 
-    found = problems(engine, qualified, COLUMNS)
+    found = problems(reader, qualified, COLUMNS)
 
     assert found == [f"view {qualified} cannot be locked FOR SHARE ({refusal}): {LOCKABLE}"]
 
 
 def test_a_provably_empty_select_would_hide_the_group_by_refusal(
-    db: psycopg.Connection[Any], engine: sa.Engine
+    db: psycopg.Connection[Any], reader: Connection
 ) -> None:
     """Why the check plans the select rather than running it with WHERE false: PostgreSQL
     does not plan the view's subquery when the query is provably empty."""
@@ -171,7 +169,7 @@ def test_a_provably_empty_select_would_hide_the_group_by_refusal(
     with db.transaction():
         db.execute("SELECT qdrant_point_id FROM faces_v WHERE false FOR SHARE")  # no error
 
-    assert len(problems(engine, "faces_v", ["qdrant_point_id"])) == 1
+    assert len(problems(reader, "faces_v", ["qdrant_point_id"])) == 1
 
 
 @pytest.mark.parametrize(
@@ -196,11 +194,11 @@ def test_a_provably_empty_select_would_hide_the_group_by_refusal(
     ids=["exists", "scalar", "uncorrelated", "in_a_view_planned_apart"],
 )
 def test_a_column_computed_by_a_subquery_is_named_and_no_other(
-    db: psycopg.Connection[Any], engine: sa.Engine, column: str, body: str
+    db: psycopg.Connection[Any], reader: Connection, column: str, body: str
 ) -> None:
     db.execute(f"CREATE VIEW faces_v AS {body}")
 
-    found = problems(engine, "faces_v", [*COLUMNS, column])
+    found = problems(reader, "faces_v", [*COLUMNS, column])
 
     assert found == [
         f"view faces_v computes column {column} with a subquery, which FOR SHARE does not "
@@ -208,18 +206,18 @@ def test_a_column_computed_by_a_subquery_is_named_and_no_other(
         "or leave it out of --map"
     ]
     # Left out of the mapped columns, the same view is fine.
-    assert problems(engine, "faces_v", COLUMNS) == []
+    assert problems(reader, "faces_v", COLUMNS) == []
 
 
 def test_a_subquery_in_the_views_where_is_not_charged_to_the_columns(
-    db: psycopg.Connection[Any], engine: sa.Engine
+    db: psycopg.Connection[Any], reader: Connection
 ) -> None:
     """It chooses rows, not the values repair writes (see the docstring's 'not detected')."""
     db.execute(
         f"CREATE VIEW faces_v AS SELECT {FACE} FROM face_instances f "
         "WHERE (SELECT count(*) FROM person_prototypes p WHERE p.face_instance_id = f.id) < 2"
     )
-    assert problems(engine, "faces_v", COLUMNS) == []
+    assert problems(reader, "faces_v", COLUMNS) == []
 
 
 @pytest.mark.parametrize(
@@ -231,11 +229,11 @@ def test_a_subquery_in_the_views_where_is_not_charged_to_the_columns(
     ids=["union_all", "union"],
 )
 def test_a_union_is_named_by_the_table_it_copies(
-    db: psycopg.Connection[Any], engine: sa.Engine, body: str
+    db: psycopg.Connection[Any], reader: Connection, body: str
 ) -> None:
     db.execute(f"CREATE VIEW faces_v AS {body}")
 
-    found = problems(engine, "faces_v", COLUMNS)
+    found = problems(reader, "faces_v", COLUMNS)
 
     assert found == [
         f"view faces_v reads table {schema_of(db)}.face_instances without locking its rows "
@@ -261,67 +259,65 @@ WITH_INLINED = (
     ],
     ids=["inlined", "materialized", "the_faces_themselves"],
 )
-def test_a_with_query_is_named(db: psycopg.Connection[Any], engine: sa.Engine, body: str) -> None:
+def test_a_with_query_is_named(db: psycopg.Connection[Any], reader: Connection, body: str) -> None:
     db.execute(f"CREATE VIEW faces_v AS {body}")
-    assert problems(engine, "faces_v", COLUMNS) == [
+    assert problems(reader, "faces_v", COLUMNS) == [
         "view faces_v reads a WITH query, whose rows FOR SHARE does not lock: repair could "
         f"overwrite a change made meanwhile; {LOCKABLE}"
     ]
 
 
 def test_a_with_query_in_a_view_the_view_reads_is_named_with_that_view(
-    db: psycopg.Connection[Any], engine: sa.Engine
+    db: psycopg.Connection[Any], reader: Connection
 ) -> None:
     db.execute(f"CREATE VIEW faces_w AS {WITH_INLINED}")
     db.execute("CREATE VIEW faces_x AS SELECT * FROM faces_w")
     db.execute("CREATE VIEW faces_v AS SELECT x.* FROM faces_x x JOIN image_assets a ON true")
-    assert problems(engine, "faces_v", COLUMNS) == [
+    assert problems(reader, "faces_v", COLUMNS) == [
         "view faces_v reads a WITH query (in view faces_w), whose rows FOR SHARE does not "
         f"lock: repair could overwrite a change made meanwhile; {LOCKABLE}"
     ]
 
 
-def test_a_materialized_view_is_refused(db: psycopg.Connection[Any], engine: sa.Engine) -> None:
+def test_a_materialized_view_is_refused(db: psycopg.Connection[Any], reader: Connection) -> None:
     db.execute(f"CREATE MATERIALIZED VIEW faces_m AS {INNER}")
-    assert problems(engine, "faces_m", COLUMNS) == [
+    assert problems(reader, "faces_m", COLUMNS) == [
         "faces_m is a materialized view: its rows are a copy, refreshed by hand, and "
         "PostgreSQL cannot lock them; point --table at the table"
     ]
 
 
 def test_a_missing_view_is_a_problem_and_a_missing_column_an_error(
-    db: psycopg.Connection[Any], engine: sa.Engine
+    db: psycopg.Connection[Any], reader: Connection
 ) -> None:
-    assert problems(engine, "faces_v", COLUMNS) == [
+    assert problems(reader, "faces_v", COLUMNS) == [
         "faces_v not found in the database: set --table"
     ]
     db.execute(f"CREATE VIEW faces_v AS {INNER}")
-    with pytest.raises(sa.exc.ProgrammingError, match=r"column .*nope.* does not exist"):
-        problems(engine, "faces_v", ["nope"])
+    with pytest.raises(psycopg.errors.UndefinedColumn, match=r"column .*nope.* does not exist"):
+        problems(reader, "faces_v", ["nope"])
 
 
 def test_the_check_holds_no_lock_and_leaves_the_transaction_usable(
-    db: psycopg.Connection[Any], engine: sa.Engine
+    db: psycopg.Connection[Any], reader: Connection
 ) -> None:
     db.execute(
         f"CREATE VIEW faces_left AS SELECT {FACE}, a.taken_at FROM face_instances f "
         "LEFT JOIN image_assets a ON a.id = f.asset_id"
     )
     db.execute(f"CREATE VIEW faces_v AS {INNER}")
-    with engine.connect() as conn, conn.begin():
-        assert len(view_lock_problems(conn, "faces_left", COLUMNS)) == 1  # the failing path
-        assert view_lock_problems(conn, "faces_v", [*COLUMNS, "taken_at"]) == []
-        held = conn.execute(
-            sa.text(
-                "SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid() "
-                "AND relation IN ('face_instances'::regclass, 'image_assets'::regclass)"
-            )
-        ).scalar_one()
-        assert held == 0
+    with reader.transaction():
+        assert len(view_lock_problems(reader, "faces_left", COLUMNS)) == 1  # the failing path
+        assert view_lock_problems(reader, "faces_v", [*COLUMNS, "taken_at"]) == []
+        held = reader.execute(
+            "SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid() "
+            "AND relation IN ('face_instances'::regclass, 'image_assets'::regclass)"
+        ).fetchone()
+        assert held == (0,)
 
 
 def test_locking_through_an_inner_join_view_blocks_a_change_of_the_joined_row(
-    db: psycopg.Connection[Any], engine: sa.Engine, pg_url: str
+    db: psycopg.Connection[Any], reader: Connection, pg_url: str
 ) -> None:
     """The reason a plain join is accepted: FOR SHARE locks the asset's row too."""
     db.execute(f"CREATE VIEW faces_v AS {INNER}")
@@ -338,7 +334,7 @@ def test_locking_through_an_inner_join_view_blocks_a_change_of_the_joined_row(
 
 
 def test_locking_through_a_subquery_column_does_not_block_its_table(
-    db: psycopg.Connection[Any], engine: sa.Engine, pg_url: str
+    db: psycopg.Connection[Any], reader: Connection, pg_url: str
 ) -> None:
     """The reason a subquery column is refused: the value repair read goes stale under it."""
     db.execute(f"CREATE VIEW faces_v AS {EXISTS}")
@@ -373,7 +369,7 @@ def test_locking_through_a_subquery_column_does_not_block_its_table(
     ids=["union_all", "with"],
 )
 def test_views_postgresql_locks_without_complaint_yet_not_at_all(
-    db: psycopg.Connection[Any], engine: sa.Engine, pg_url: str, body: str, update: str
+    db: psycopg.Connection[Any], reader: Connection, pg_url: str, body: str, update: str
 ) -> None:
     """The reason FOR SHARE succeeding is not enough: these rows are copied, not locked."""
     db.execute(f"CREATE VIEW faces_v AS {body}")
@@ -385,7 +381,7 @@ def test_views_postgresql_locks_without_complaint_yet_not_at_all(
         ).fetchall()
         assert locked == [(None,)]
         db.execute(update)  # not blocked: would raise LockNotAvailable
-    assert len(problems(engine, "faces_v", COLUMNS)) == 1
+    assert len(problems(reader, "faces_v", COLUMNS)) == 1
 
 
 def test_an_ordered_read_through_a_join_view_uses_the_tables_point_index(
