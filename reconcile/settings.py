@@ -241,7 +241,7 @@ def conninfo(database_url: str) -> str:
         # is quoted back, and libpq is not asked to resolve it.
         raise ConfigError(
             f"database URL {mask_url(database_url)!r} does not parse: percent-encode "
-            "'@' and ':' in the user name and password (postgresql://user:p%40ss@host/db)"
+            "'@' and ':' in the user name and password (a password p@ss is written p%40ss)"
         )
     if "\x00" in unquote(database_url):
         raise ConfigError(
