@@ -7,7 +7,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import SplitResult, parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
 
 from reconcile.errors import ConfigError
 from reconcile.mapping import KeyMap, check_maps, parse_map, parse_source
@@ -23,7 +23,6 @@ _SCHEMES = (
 )
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 _PAYLOAD_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]{0,127}")
-_SECRET_QUERY_KEYS = {"password", "sslpassword"}
 
 
 @dataclass(frozen=True)
@@ -214,12 +213,17 @@ _URL = re.compile(
 )
 
 
+_URL_START = re.compile(r"[\w+]+://")
+# SQLAlchemy's psycopg dialect reads `?host=h:5432` (or several `host=`) as hosts and ports.
+_HOST_PORT = re.compile(r"[A-Za-z0-9.-]*(?::\d*)?")
+
+
 def conninfo(database_url: str) -> str:
     """Any accepted PostgreSQL URL, or a libpq key=value string, as a key=value string
     for libpq: a URL's parts (user name, password and database percent-decoded, the
     query's pairs as they are) each become a quoted value."""
     scheme, sep, rest = database_url.partition("://")
-    if not sep and "=" in database_url:
+    if _key_values(database_url):
         _check_key_values(database_url)
         return database_url
     found = _URL.match(database_url)
@@ -235,7 +239,7 @@ def conninfo(database_url: str) -> str:
             f"use one of {', '.join(s + '://' for s in _SCHEMES)}"
         )
     part = found.groupdict()
-    if "@" in (part["host"] or "") or not (part["port"] or "0").isdigit():
+    if "@" in (part["host"] or "") + (part["dbname"] or "") or not (part["port"] or "0").isdigit():
         # A second bare '@' in the password (or a ':' in the user name) splits the URL
         # elsewhere: the host or the port then holds part of the password, so neither
         # is quoted back, and libpq is not asked to resolve it.
@@ -250,17 +254,48 @@ def conninfo(database_url: str) -> str:
         )
     pairs = {
         "host": part["host"] or part["ipv6host"],
-        "port": part["port"] or None,
-        **{k: None if part[k] is None else unquote(part[k]) for k in ("user", "password")},
-        "dbname": None if part["dbname"] is None else unquote(part["dbname"]),
-        **dict(parse_qsl(part["query"] or "")),
+        "port": part["port"],
+        **{k: unquote(part[k] or "") for k in ("user", "password", "dbname")},
+        **_query_params(database_url, part["query"] or ""),
     }
-    return " ".join(f"{k}={_quoted_value(v)}" for k, v in pairs.items() if v is not None)
+    # Empty parts are left out, as SQLAlchemy leaves them: libpq then reads PGUSER, …
+    return " ".join(f"{k}={_quoted_value(v)}" for k, v in pairs.items() if v)
+
+
+def _query_params(database_url: str, query: str) -> dict[str, str]:
+    """A URL's query as SQLAlchemy's psycopg dialect passes it to libpq: several `host=`,
+    or one `host=NAME:PORT` without `port=`, become libpq's host and port lists."""
+    pairs = parse_qsl(query)
+    keys = [k for k, _ in pairs]
+    repeated = sorted({k for k in keys if keys.count(k) > 1} - {"host"})
+    if repeated:
+        raise ConfigError(
+            f"database URL {mask_url(database_url)!r} gives {repeated[0]!r} twice in its "
+            "query: give it once"
+        )
+    params = dict(pairs)
+    hosts = [v for k, v in pairs if k == "host"]
+    one_with_port = (
+        len(hosts) == 1
+        and "port" not in params
+        and ":" in hosts[0]
+        and _HOST_PORT.fullmatch(hosts[0]) is not None
+    )
+    if len(hosts) > 1 or one_with_port:
+        names, ports = zip(*(h.partition(":")[::2] for h in hosts), strict=True)
+        params["host"], params["port"] = ",".join(names), ",".join(ports)
+    return params
 
 
 def _quoted_value(value: str) -> str:
     """A libpq key=value string's value: in single quotes, `'` and `\\` escaped."""
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _key_values(text: str) -> bool:
+    """Whether `text` is a libpq key=value string rather than a URL: a value may hold
+    '://' (application_name=http://x), a URL starts with its scheme."""
+    return "=" in text and not _URL_START.match(text)
 
 
 def _check_key_values(text: str) -> None:
@@ -330,6 +365,7 @@ def mask_secrets(text: str) -> str:
     return _SECRET_PAIR.sub(r"\g<key>***", _SECRET_IN_URL.sub(r"\g<1>***@", text))
 
 
+_QUERY_SECRET = re.compile(r"(?P<key>(?:^|&)(?:ssl)?password=)[^&]*", re.IGNORECASE)
 _USERINFO = re.compile(r"^(?P<head>[^:/?#]*://[^:/?#@]*:)(?P<password>.*)@(?P<tail>[^@]*)$", re.S)
 
 
@@ -340,18 +376,13 @@ def mask_url(url: str) -> str:
     password holding "@", "/" or "?" (unescaped, as people do type them) is masked
     whole even where a URL parser would give up.
     """
-    if "://" not in url:
+    if _key_values(url) or "://" not in url:
         # A libpq key=value string: `password=` and `sslpassword=` values, quoted or not.
-        return _SECRET_PAIR.sub(r"\g<key>***", url)
+        url = _SECRET_PAIR.sub(r"\g<key>***", url)
+        if "://" not in url:
+            return url
+        # A value may hold '://'; or it is a URL with no scheme: mask it as one too.
     masked = _USERINFO.sub(r"\g<head>***@\g<tail>", url)
-    try:
-        parts = urlsplit(masked)
-    except ValueError:
-        return masked
-    if not parts.query:
-        return masked
-    pairs = parse_qsl(parts.query, keep_blank_values=True)
-    query = urlencode(
-        [(k, "***" if k.lower() in _SECRET_QUERY_KEYS else v) for k, v in pairs], safe="/*"
-    )
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
+    # The query as SQLAlchemy reads it: after the first '?', to the end ('#' included).
+    head, question, query = masked.partition("?")
+    return head + question + _QUERY_SECRET.sub(r"\g<key>***", query)

@@ -86,7 +86,8 @@ class Connections:
         self._target = target
         self._name = application_name
         self._idle: list[Connection] = []
-        self._closed = False  # set by close(): a connection given back is closed too
+        # Bumped by close(): a connection taken before it is closed when given back.
+        self._generation = 0
         self._lock = threading.Lock()
 
     def open(self, autocommit: bool = False) -> Connection:
@@ -107,7 +108,7 @@ class Connections:
     def connect(self, autocommit: bool = False) -> Iterator[Connection]:
         with self._lock:
             conn = self._idle.pop() if self._idle else None
-            self._closed = False
+            generation = self._generation
         if conn is None:
             conn = self.open(autocommit)
         try:
@@ -115,9 +116,9 @@ class Connections:
                 conn.autocommit = autocommit  # idle, so no transaction is open
             yield conn
         finally:
-            self._give_back(conn)
+            self._give_back(conn, generation)
 
-    def _give_back(self, conn: Connection) -> None:
+    def _give_back(self, conn: Connection, generation: int) -> None:
         if conn.broken:
             # The session was lost: after a server restart or a failover every idle one
             # is gone too, and each would fail a statement of its own before anyone
@@ -130,15 +131,16 @@ class Connections:
                 pass
             else:
                 with self._lock:
-                    if not self._closed and len(self._idle) < IDLE_CONNECTIONS:
+                    if generation == self._generation and len(self._idle) < IDLE_CONNECTIONS:
                         self._idle.append(conn)
                         return
         conn.close()
 
     def close(self) -> None:
-        """Close the idle connections, and those given back until the next is taken."""
+        """Close the idle connections, and each one in use when it is given back."""
         with self._lock:
-            idle, self._idle, self._closed = self._idle, [], True
+            idle, self._idle = self._idle, []
+            self._generation += 1
         for conn in idle:
             conn.close()
 
@@ -493,6 +495,14 @@ class Postgres:
         with self._errors("checking the row locks are still held"):
             conn.execute("SELECT 1")
 
+    def _held(self, point_ids: list[PointId]) -> list[PointId]:
+        """The ids the point column can hold: any other (an integer in a uuid column, a
+        UUID or an integer past bigint in an integer one) names no row, and would not
+        bind to the column's type."""
+        if self.inspect().point_type == "uuid":
+            return [p for p in point_ids if isinstance(p, str)]
+        return [p for p in point_ids if isinstance(p, int) and -(2**63) <= p < 2**63]
+
     def _in(self, column: str, column_type: str) -> str:
         """`column = ANY(array)`, the array one parameter (`%(ids)s`) cast to the column's
         type: ids given as strings then bind to a uuid column too."""
@@ -525,7 +535,7 @@ class Postgres:
                         rule.canonical(v) for rule, v in zip(info.rules, record[4:], strict=True)
                     ),
                 )
-                for record in conn.execute(stmt, {"ids": point_ids})
+                for record in conn.execute(stmt, {"ids": self._held(point_ids)})
             ]
 
     def points_of_faces(self, face_ids: list[str]) -> dict[str, PointId | None]:
@@ -582,7 +592,7 @@ class Postgres:
         )
         with self._errors("re-reading rows"):
             found: dict[PointId, int] = {}
-            for point, n in conn.execute(stmt, {"ids": point_ids}):
+            for point, n in conn.execute(stmt, {"ids": self._held(point_ids)}):
                 value = _point_value(point)
                 assert value is not None
                 found[value] = int(n)
@@ -728,9 +738,7 @@ class Postgres:
         """Which of these points a committed row of `orphan_table` names (no locks: a row
         not yet committed cannot be seen, which is what the grace is for)."""
         table, info = self.orphan_table(), self.inspect()
-        integer = info.point_type != "uuid"
-        # An id of the other kind names no row, and would not bind to the column's type.
-        wanted = [p for p in point_ids if isinstance(p, int) == integer]
+        wanted = self._held(point_ids)
         if not wanted:
             return set()
         where = self._in(self._point, info.point_type)
@@ -745,9 +753,7 @@ class Postgres:
         these points with every column, as the driver decodes them (as `select_rows`
         reads mapped columns: uuids as text)."""
         info = self.inspect()  # the table, its point column and that column's type
-        integer = info.point_type != "uuid"
-        # An id of the other kind names no row, and would not bind to the column's type.
-        wanted = [p for p in point_ids if isinstance(p, int) == integer]
+        wanted = self._held(point_ids)
         stmt = f"SELECT * FROM {self.table} WHERE {self._in(self._point, info.point_type)}"
         with self.reading("reading sample rows") as conn:
             types = {

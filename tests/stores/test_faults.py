@@ -16,7 +16,7 @@ from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedR
 from reconcile.errors import StoreError
 from reconcile.ops.audit import audit
 from reconcile.stores import Stores
-from reconcile.stores.postgres import Joiner
+from reconcile.stores.postgres import Connections, Joiner
 from reconcile.stores.qdrant import Qdrant
 from tests.helpers import run_cli
 from tests.world import World
@@ -247,3 +247,20 @@ def test_after_the_server_ends_every_session_one_read_fails_and_the_next_works(
     with pytest.raises(StoreError, match=r"PostgreSQL at .* failed while counting rows"):
         postgres.count()
     assert faces is not None and postgres.count() == faces[0]
+
+
+def test_a_connection_in_use_when_the_pool_closes_is_closed_when_given_back(
+    world: World,
+) -> None:
+    """close() ends the idle sessions at once and each one in use when it comes back
+    (the join's thread may still hold one); a connection taken after it is kept."""
+    connections = Connections(world.url, "reconcile close-test")
+    with connections.connect() as before:
+        connections.close()
+        with connections.connect() as after:
+            assert after is not before
+    assert before.closed and not after.closed  # `after` is idle in the pool
+    with connections.connect() as again:
+        assert again is after  # reused
+    connections.close()
+    assert after.closed

@@ -326,3 +326,20 @@ def test_faces_are_looked_up_by_their_id_whatever_its_type(
         }
     finally:
         postgres.close()
+
+
+def test_ids_the_point_column_cannot_hold_name_no_row(table: Table) -> None:
+    """Qdrant's integer ids reach 2^64 - 1, a bigint column 2^63 - 1: such an id (or a
+    UUID in an integer table) is looked up as naming no row, not as an error."""
+    table.create(
+        "id text, qdrant_point_id bigint, person_id text, updated_at timestamptz",
+        "'f1', 1, 'a', now()",
+    )
+    postgres = Postgres(Settings(table.url, qdrant_path="/nowhere", table="t"))
+    try:
+        found = postgres.rows_of_points([1, 2**63, 2**64 - 1, U])
+        assert [(row.point_id, row.face_id) for row in found] == [(1, "f1")]
+        with postgres.reading("a test") as conn:
+            assert postgres.rows_per_point(conn, [2**63, 1]) == {1: 1}
+    finally:
+        postgres.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
@@ -73,18 +74,37 @@ def test_dsn_parsing_never_crashes_and_never_leaks(
         assert quote(password, safe="") not in str(exc)
 
 
+def sqlalchemy_reads(url: str) -> dict[str, str]:
+    """What SQLAlchemy's psycopg dialect passes to psycopg.connect for `url`."""
+    from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
+    from sqlalchemy.engine import make_url
+
+    _, params = PGDialect_psycopg().create_connect_args(make_url(url))
+    return {k: str(v) for k, v in params.items()}
+
+
+def we_read(url: str) -> dict[str, str]:
+    from psycopg.conninfo import conninfo_to_dict
+
+    return {k: str(v) for k, v in conninfo_to_dict(conninfo(url)).items()}
+
+
+TEXT = st.characters(codec="utf-8", exclude_characters="\x00")
+
+
 @settings(max_examples=400, deadline=None)
 @given(
-    user=st.text(alphabet=st.characters(codec="utf-8", exclude_characters="\x00"), max_size=8),
+    user=st.text(alphabet=TEXT, max_size=8),
     password=st.none()
     | st.text(alphabet=st.characters(codec="utf-8", exclude_characters="@\x00"), max_size=12),
     host=st.from_regex(r"[a-z0-9][a-z0-9.-]{0,10}", fullmatch=True),
     port=st.none() | st.integers(1, 65535),
-    dbname=st.text(alphabet=st.characters(codec="utf-8", exclude_characters="\x00"), max_size=8),
+    dbname=st.text(alphabet=TEXT, max_size=8),
     sslmode=st.none() | st.sampled_from(["require", "disable"]),
 )
 @example(user="u", password="100%sure #1 it's \\", host="h", port=5432, dbname="d", sslmode=None)
 @example(user="u", password="p/w?x:y", host="h", port=None, dbname="", sslmode="require")
+@example(user="", password="", host="h", port=None, dbname="", sslmode=None)
 def test_a_url_reaches_libpq_as_sqlalchemy_reads_it(
     user: str, password: str | None, host: str, port: int | None, dbname: str, sslmode: str | None
 ) -> None:
@@ -92,21 +112,65 @@ def test_a_url_reaches_libpq_as_sqlalchemy_reads_it(
     '%', '#', '/' or space in a password: libpq must get the same parts from us."""
     from urllib.parse import quote
 
-    from psycopg.conninfo import conninfo_to_dict
-    from sqlalchemy.engine import make_url
-
     secret = "" if password is None else f":{password}"
     url = (
         f"postgresql://{quote(user, safe='')}{secret}@{host}{'' if port is None else f':{port}'}"
         f"/{quote(dbname, safe='')}{'' if sslmode is None else f'?sslmode={sslmode}'}"
     )
-    theirs = make_url(url)
-    expected = {
-        "user": theirs.username,
-        "password": theirs.password,
-        "host": theirs.host,
-        "port": None if theirs.port is None else str(theirs.port),
-        "dbname": theirs.database,
-        **theirs.query,
-    }
-    assert conninfo_to_dict(conninfo(url)) == {k: v for k, v in expected.items() if v is not None}
+    assert we_read(url) == sqlalchemy_reads(url)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://u:p@/db?host=h1:5432&host=h2:5433",  # several servers
+        "postgresql://u:p@/db?host=h1:5433",
+        "postgresql://u:p@/db?host=h1,h2&port=1,2",
+        "postgresql://u@/db?host=h1&host=h2",
+        "postgresql://u:p@h/db?host=/run/pg",  # a socket directory
+        "postgresql://u@h/db?sslmode=require&application_name=a%20b",
+        "postgresql://u:@h/",  # empty parts are left out: libpq reads PGPASSWORD, PGDATABASE
+        "postgresql://[::1]:5433/db",
+    ],
+)
+def test_query_hosts_and_empty_parts_as_sqlalchemy_reads_them(url: str) -> None:
+    assert we_read(url) == sqlalchemy_reads(url)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://app:Zq@secret9/tail@127.0.0.1/test",  # the password's tail as a host
+        "postgresql://app:Zq@secret9@127.0.0.1/test",
+        "postgresql://app:Zq@secret9:1/x@h/db",  # its tail as a host, port and database
+        "postgresql://u@h/db?sslmode=require&sslmode=disable",
+    ],
+)
+def test_a_url_that_would_split_elsewhere_is_refused_without_its_password(url: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        conninfo(url)
+    message = str(info.value)
+    assert "secret" not in message and "Zq" not in message, message
+
+
+def test_a_key_value_string_may_hold_a_url_in_a_value() -> None:
+    dsn = "host=db password=s3cret application_name=http://x"
+    assert conninfo(dsn) == dsn
+    assert mask_url(dsn) == "host=db password=*** application_name=http://x"
+
+
+@pytest.mark.parametrize(
+    ("url", "masked"),
+    [
+        ("postgresql://u@h/db?password=se#cret", "postgresql://u@h/db?password=***"),
+        ("postgresql://[::1/db?password=s3cret&x=1", "postgresql://[::1/db?password=***&x=1"),
+        (
+            "postgresql://u@h/db?sslmode=require&SSLPASSWORD=k",
+            "postgresql://u@h/db?sslmode=require&SSLPASSWORD=***",
+        ),
+    ],
+)
+def test_a_query_password_is_masked_whole_where_urllib_would_split_it(
+    url: str, masked: str
+) -> None:
+    assert mask_url(url) == masked
