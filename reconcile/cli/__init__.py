@@ -5,8 +5,8 @@ and writes a run's metrics; `render` is all the output (and the only Rich
 import). Each command module parses, calls one library operation, renders its
 report and exits with the report's code.
 
-Commands are registered lazily: a command's module (and with it SQLAlchemy,
-psycopg, qdrant-client and Rich) is imported only when that command runs or
+Commands are registered lazily: a command's module (and with it psycopg,
+qdrant-client and Rich) is imported only when that command runs or
 shows its help. `reconcile --help` lists every command from the short help kept
 here (a test checks it against each command's own), and `reconcile --version`
 imports nothing but Typer: cron pays for what it runs, not for every command.

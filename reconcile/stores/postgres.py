@@ -36,7 +36,7 @@ from reconcile.stores.base import KeyRange, PointId, Row, first_line, point_id, 
 POINT_TYPES = {"uuid", "smallint", "integer", "bigint"}
 INTEGER_TYPES = {"smallint", "integer", "bigint"}
 # Column types whose value's str() in Python is PostgreSQL's text of it (uuids are
-# loaded as text on every connection: `_uuids_as_text`).
+# loaded as text on every connection: `Connections.open`).
 PLAIN_TEXT = {"uuid", "text", "character varying", *INTEGER_TYPES}
 # Candidates one joined chunk may return (`Joiner`); past it, the chunk is merged from
 # the row stream: a long run of rows whose points are missing stays O(chunk) in memory.
