@@ -34,6 +34,7 @@ from reconcile.stores.base import (
     PointId,
     RawId,
     Row,
+    column_holds,
     each_point,
     point_id,
     point_order,
@@ -100,10 +101,10 @@ def joined(
             # all do, and the per-point test (0.15 µs) is skipped, as it is for nearly
             # every chunk.
             own: Sequence[int]
-            if not ids or (_fits(ids[0], integer) and _fits(ids[-1], integer)):
+            if not ids or (column_holds(ids[0], integer) and column_holds(ids[-1], integer)):
                 own = range(len(ids))
             else:
-                own = [n for n, raw in enumerate(ids) if _fits(raw, integer)]
+                own = [n for n, raw in enumerate(ids) if column_holds(raw, integer)]
             lo, hi = _bound(low, integer), _bound(high, integer)
             future = pool.submit(_query, join, lo, hi, ids, columns, own, join.exact)
             pending.append(_Chunk(future, ids, payloads, own, lo, hi))
@@ -125,16 +126,6 @@ _BEFORE_ALL = object()  # a bound below every id of the column's kind
 _AFTER_ALL = object()  # a bound above every id of the column's kind
 
 
-BIGINT_END = 2**63  # Qdrant's integer ids are unsigned 64-bit; PostgreSQL's bigint is not
-
-
-def _fits(point_id: RawId | None, integer: bool) -> bool:
-    """Whether the point column (integers when `integer`, else uuid) can hold this id."""
-    if type(point_id) is int:
-        return integer and point_id < BIGINT_END
-    return not integer
-
-
 def _bound(value: PointId | None, integer: bool) -> object:
     """A chunk's bound for the column: None (open), an id it can hold, or a marker.
 
@@ -142,7 +133,7 @@ def _bound(value: PointId | None, integer: bool) -> object:
     below every row, and a UUID bound (or one past bigint) in an integer table above
     every row.
     """
-    if value is None or _fits(value, integer):
+    if value is None or column_holds(value, integer):
         return value
     return _AFTER_ALL if integer else _BEFORE_ALL
 

@@ -90,6 +90,17 @@ def cut(page: Page, key_range: KeyRange) -> tuple[Page, bool]:
     return Page(ids[:lo], page.payloads[:lo]), True
 
 
+BIGINT_END = 2**63  # Qdrant's integer ids are unsigned 64-bit; PostgreSQL's bigint is not
+
+
+def column_holds(point_id: RawId | None, integer: bool) -> bool:
+    """Whether a point column (integers when `integer`, else uuid) can hold this id: one
+    it cannot (a UUID in an integer column, an integer past bigint) names no row."""
+    if type(point_id) is int:
+        return integer and point_id < BIGINT_END
+    return not integer
+
+
 def point_id(value: object) -> PointId:
     """The canonical payload form of an id: integers stay integers, UUIDs (a
     `uuid.UUID` or a string in any case) become the lower-case hyphenated string."""
@@ -335,6 +346,7 @@ def first_line(exc: BaseException, prefix: str = "") -> str:
 
 __all__ = [
     "BACKOFF",
+    "BIGINT_END",
     "DeleteKeys",
     "KeyRange",
     "Page",
@@ -347,6 +359,7 @@ __all__ = [
     "SetKeys",
     "VectorsJSON",
     "WholePoint",
+    "column_holds",
     "cut",
     "each_point",
     "first_line",

@@ -31,7 +31,15 @@ from psycopg.types.string import TextLoader
 from reconcile.errors import ConfigError, LockHeld, StoreError
 from reconcile.mapping import Rule, rule_for
 from reconcile.settings import Settings, conninfo, mask_url, table_parts
-from reconcile.stores.base import KeyRange, PointId, Row, first_line, point_id, point_order
+from reconcile.stores.base import (
+    KeyRange,
+    PointId,
+    Row,
+    column_holds,
+    first_line,
+    point_id,
+    point_order,
+)
 
 POINT_TYPES = {"uuid", "smallint", "integer", "bigint"}
 INTEGER_TYPES = {"smallint", "integer", "bigint"}
@@ -499,9 +507,8 @@ class Postgres:
         """The ids the point column can hold: any other (an integer in a uuid column, a
         UUID or an integer past bigint in an integer one) names no row, and would not
         bind to the column's type."""
-        if self.inspect().point_type == "uuid":
-            return [p for p in point_ids if isinstance(p, str)]
-        return [p for p in point_ids if isinstance(p, int) and -(2**63) <= p < 2**63]
+        integer = self.inspect().point_type != "uuid"
+        return [p for p in point_ids if column_holds(p, integer)]
 
     def _in(self, column: str, column_type: str) -> str:
         """`column = ANY(array)`, the array one parameter (`%(ids)s`) cast to the column's
