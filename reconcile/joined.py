@@ -18,7 +18,9 @@ went from 1.45-1.77 times a plain scroll of the store to 1.16-1.37 times.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import struct
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -106,7 +108,7 @@ def joined(
             else:
                 own = [n for n, raw in enumerate(ids) if column_holds(raw, integer)]
             lo, hi = _bound(low, integer), _bound(high, integer)
-            future = pool.submit(_query, join, lo, hi, ids, columns, own, join.exact)
+            future = pool.submit(_query, join, lo, hi, ids, columns, own, integer)
             pending.append(_Chunk(future, ids, payloads, own, lo, hi))
             # Up to AHEAD chunks' statements queued behind the one running: a statement
             # slower than the next chunk's scroll (the server shares the cores) is
@@ -138,18 +140,35 @@ def _bound(value: PointId | None, integer: bool) -> object:
     return _AFTER_ALL if integer else _BEFORE_ALL
 
 
-def _id_texts(ids: list[RawId]) -> list[str]:
-    """The ids as elements of a PostgreSQL array literal: a `uuid.UUID` as its 32 hex
-    digits (which uuid input takes), others as str().
+def _id_bytes(ids: list[RawId], integer: bool) -> bytes:
+    """The ids as one bytes parameter, which the statement cuts into its array: 8
+    big-endian bytes each in an integer column, a UUID's 16 bytes in a uuid one.
 
-    `%` rather than an f-string: 0.13 µs a UUID against 0.19 (str() takes 0.5).
+    Binary because it is cheaper at both ends: 0.07 µs a UUID here against 0.4 for its
+    text, and PostgreSQL cuts bytes faster than it parses an array literal (10,000
+    UUIDs: 3.4 ms of this thread, holding the GIL, against 5.8).
     """
-    if ids and type(ids[0]) is UUID:
-        try:
-            return ["%032x" % u.int for u in ids]  # type: ignore[union-attr]  # noqa: UP031
-        except AttributeError:
-            pass  # a string among them (an adapter that gives both): one at a time
-    return ["%032x" % i.int if isinstance(i, UUID) else str(i) for i in ids]  # noqa: UP031
+    if integer:
+        return struct.pack(f">{len(ids)}q", *ids)
+    try:
+        return b"".join([u.int.to_bytes(16) for u in ids])  # type: ignore[union-attr]
+    except AttributeError:
+        return b"".join([_uuid_bytes(u) for u in ids])  # an adapter that gives strings
+
+
+def _uuid_bytes(value: RawId) -> bytes:
+    """A UUID's 16 bytes, from a `uuid.UUID` or its text."""
+    if isinstance(value, UUID):
+        return value.bytes
+    text = str(value)
+    if len(text) == 36 and text[8] == text[13] == text[18] == text[23] == "-":
+        # The hyphenated form, as Qdrant writes ids, in a fifth of UUID()'s time. fromhex
+        # skips spaces, so 16 bytes from the 32 other characters means 32 hex digits.
+        with contextlib.suppress(ValueError):
+            found = bytes.fromhex(text.replace("-", ""))
+            if len(found) == 16:
+                return found
+    return UUID(text).bytes  # braces, a urn: prefix, no hyphens; or ValueError
 
 
 def _query(
@@ -159,40 +178,47 @@ def _query(
     ids: list[RawId],
     columns: list[list[Any]],
     own: Sequence[int],
-    exact: tuple[int, ...],
+    integer: bool,
 ) -> Found:
     """Run in the pool's thread: the chunk's candidates, or (an empty id range) its
     points of the column's kind, each a candidate without a row.
 
     The compared values go as one JSON array per key (in Keys.names order), a value
-    per point (null: absent); at the `exact` positions each value as its JSON text,
-    Python's, which PostgreSQL's to_jsonb text equals exactly when the values are
-    equal under the rules (see `Postgres._join_sql`). A key's values as one list:
-    the JSON encoder takes 0.1 µs a string in a list, and 1 µs a small dict.
+    per point (null: absent); see `_encoded` for the exact positions. A key's values
+    as one list: the JSON encoder takes 0.1 µs a string in a list, and 1 µs a small
+    dict.
     """
     if low is _AFTER_ALL or high is _BEFORE_ALL:
         return [(n + 1, None) for n in range(len(own))]
     if len(own) < len(ids):
         ids = [ids[n] for n in own]
         columns = [[column[n] for n in own] for column in columns]
-    texts = "{" + ",".join(_id_texts(ids)) + "}"
     values: list[str] | None
     try:
-        values = [
-            json.dumps(
-                [_exact_text(v) for v in column] if i in exact else column,
-                separators=(",", ":"),
-                allow_nan=False,
-            )
-            for i, column in enumerate(columns)
-        ]
+        values = [_encoded(column, i in join.exact) for i, column in enumerate(columns)]
     except ValueError:
         # NaN or infinity, which JSON cannot carry: every point of the chunk is made a
         # candidate and judged by the merge.
         values = None
     lo = None if low is _BEFORE_ALL else low
     hi = None if high is _AFTER_ALL else high
-    return join(lo, hi, texts, values)  # type: ignore[arg-type]
+    return join(lo, hi, _id_bytes(ids, integer), values)  # type: ignore[arg-type]
+
+
+_INTEGERS = {int, type(None)}
+
+
+def _encoded(column: list[Any], exact: bool) -> str:
+    """A key's values as a JSON array. At an `exact` position (`Joiner.exact`) each
+    value goes as its JSON text, Python's, which PostgreSQL's to_jsonb text equals
+    exactly when the values are equal under the rules (see `Postgres._join_sql`);
+    but a chunk of integers (or absent values) alone goes as plain JSON numbers, whose
+    text the statement takes: an integer's JSON text is its digits at both ends, and
+    the set of types costs a third of a call per value.
+    """
+    if exact and not {type(v) for v in column} <= _INTEGERS:
+        column = [_exact_text(v) for v in column]
+    return json.dumps(column, separators=(",", ":"), allow_nan=False)
 
 
 def _exact_text(value: Any) -> str | None:

@@ -641,9 +641,11 @@ class Postgres:
         # SQL only filters, and Python judges every candidate by the rules.
         for i in self.join_exact():
             # Integers and JSON: '5'::jsonb = '5.0'::jsonb, and a float prints 1e+16 where
-            # jsonb prints 10000000000000000. Both sides go as their exact JSON text (the
-            # payload's as Python writes it, `joined._exact_text`): equal texts are
-            # equal values.
+            # jsonb prints 10000000000000000. Both sides are compared as their exact JSON
+            # text: the payload's as Python wrote it (`joined._encoded`: a string holding
+            # the text, or a whole number whose text is its digits), the row's as jsonb
+            # prints it. Equal texts are equal values.
+            payload[i] = f"({payload[i]} #>> '{{}}')"
             values[i] = f"to_jsonb({source[i]})::text"
         for n, rule in enumerate(info.rules):
             column, i = f"f.mapped_{n}", n + 1 + flag
@@ -662,12 +664,17 @@ class Postgres:
             f"jsonb_build_array({', '.join(payload)}) "
             f"IS DISTINCT FROM jsonb_build_array({', '.join(values)})"
         )
-        ids = "uuid[]" if info.point_type == "uuid" else "bigint[]"
+        # The chunk's ids come as one bytes parameter (`joined._id_bytes`), cut here into
+        # a UUID's 16 bytes or a bigint's 8 (big-endian, two's complement).
+        width = 16 if info.point_type == "uuid" else 8
+        part = f"encode(substring(%(ids)b FROM i * {width} + 1 FOR {width}), 'hex')"
+        cut = f"{part}::uuid" if width == 16 else f"('x' || {part})::bit(64)::bigint"
+        ids = f"ARRAY(SELECT {cut} FROM generate_series(0, length(%(ids)b) / {width} - 1) AS i)"
         mapped = "".join(f", f.mapped_{n}" for n in range(len(s.map)))
         columns = "".join(f", jsonb_array_elements(%(c{i})s::jsonb)" for i in range(count))
         return (
             f"SELECT p.o, f.r_point, f.r_face, f.r_person, f.r_recent::int{mapped} "
-            f"FROM ROWS FROM (unnest(%(ids)s::{ids}){columns}) "
+            f"FROM ROWS FROM (unnest({ids}){columns}) "
             f"WITH ORDINALITY AS p(point, {', '.join(f'c{i}' for i in range(count))}, o) "
             f"FULL JOIN (SELECT {', '.join(inner)} FROM {self.table} "
             f"WHERE {' AND '.join(where)}) AS f "
@@ -819,11 +826,11 @@ class Joiner:
         self,
         low: PointId | None,
         high: PointId | None,
-        ids: str,
+        ids: bytes,
         columns: list[str] | None,
     ) -> list[tuple[int | None, Row | None]] | None:
         """(ordinal of the chunk's point, 1-based, or None; its row, or None) per candidate
-        row or point; `ids` is an array literal of the chunk's ids, `columns` a JSON
+        row or point; `ids` the chunk's ids as bytes (`joined._id_bytes`), `columns` a JSON
         array of their values per compared key (see `Postgres._join_sql`), or None to
         make every point a candidate (values JSON cannot carry).
 

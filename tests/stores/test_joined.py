@@ -125,6 +125,43 @@ def test_numbers_are_judged_as_the_rules_say(
     assert fast == rows
 
 
+@pytest.mark.parametrize(
+    "persons",
+    [
+        [5, 10**16, None, 8, -3],  # whole numbers alone: sent as JSON numbers
+        [5.0, 10**16, None, 7, -3],  # a float among them: each value as its JSON text
+        [5, 1e16, None, 7, True],
+        [10**40, 10**16, None, 7, -3],  # past bigint: a number no row holds
+    ],
+)
+def test_whole_numbers_and_their_texts_are_judged_alike(table: Table, persons: list[Any]) -> None:
+    """`joined._encoded` sends a chunk of integers at an exact position as numbers, and
+    any other chunk as each value's text; the statement compares both as text."""
+    table.create(
+        "id text, qdrant_point_id bigint, person_id bigint, updated_at timestamptz, b bigint",
+        *(f"'f{n}', {n}, {v}, now() - interval '1 day', {v}"
+          for n, v in enumerate(["5", "10000000000000000", "NULL", "7", "-3"])),
+    )  # fmt: skip
+    for maps in ((), ("b=b",)):
+        points: list[tuple[PointId, dict[str, Any]]] = [
+            (n, {"person_id": v, "b": v}) for n, v in enumerate(persons)
+        ]
+        rows, fast = table.both(points, maps, min_age=60)
+        assert fast == rows, maps
+        assert rows[0]["in_sync"] < len(persons)  # each list has a point in drift
+
+
+def test_ids_go_as_bytes_whatever_form_an_adapter_gives() -> None:
+    u = uuid.UUID("0123abcd-4567-89ef-0123-456789abcdef")
+    forms: list[Any] = [u, str(u), str(u).upper(), u.hex, f"{{{u}}}", u.urn]
+    assert joined_module._id_bytes(forms, integer=False) == u.bytes * len(forms)
+    assert joined_module._id_bytes([0, 1, 2**63 - 1], integer=True) == bytes.fromhex(
+        "0000000000000000" + "0000000000000001" + "7fffffffffffffff"
+    )
+    with pytest.raises(ValueError, match="badly formed"):  # 16 bytes, not a UUID's text
+        joined_module._id_bytes(["0123abcd 4567 89ef 0123 456789abcdef"], integer=False)
+
+
 def test_values_the_statement_cannot_take_fall_back_to_the_rows(table: Table) -> None:
     table.create(
         "id text, qdrant_point_id bigint, person_id text, updated_at timestamptz, j json",
