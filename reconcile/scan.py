@@ -9,11 +9,13 @@ progress.
 
 from __future__ import annotations
 
+import gc
 import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any, Protocol, TypeVar, cast
 
 from reconcile.diff import Drift, Keys, ScanStats, diff
@@ -205,6 +207,41 @@ def counting(pages: Iterator[Page], progress: Progress | None) -> Iterator[Page]
         progress(done)
 
 
+class _Pause:
+    """How many scans hold the cyclic collector paused, and whether it ran before."""
+
+    lock = threading.Lock()
+    scans = 0
+    was_enabled = False
+
+
+@contextmanager
+def cycles_uncollected() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector for a full scan (reference counting
+    still frees everything that is not in a cycle).
+
+    Why: a scan allocates millions of objects (ids, payload dicts, values) that live
+    for a few chunks, so they survive the young generations and the collector then
+    walks them again and again, while they hold no cycles at all. At 1M faces that
+    was about 1 s of the main thread's 12-15 s CPU (per-thread CPU, three rounds,
+    BENCHMARKS.md), and a collection afterwards found about 1,300 objects in cycles in
+    the whole run, imports included. Scans nest (`--workers`, library callers in
+    threads): the last one out restores the collector as the first one found it.
+    """
+    with _Pause.lock:
+        if _Pause.scans == 0:
+            _Pause.was_enabled = gc.isenabled()
+            gc.disable()
+        _Pause.scans += 1
+    try:
+        yield
+    finally:
+        with _Pause.lock:
+            _Pause.scans -= 1
+            if _Pause.scans == 0 and _Pause.was_enabled:
+                gc.enable()
+
+
 __all__ = [
     "OneAtATime",
     "Progress",
@@ -212,6 +249,7 @@ __all__ = [
     "chunk_streams",
     "close_streams",
     "counting",
+    "cycles_uncollected",
     "prefetched",
     "timed",
 ]

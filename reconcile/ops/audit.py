@@ -19,6 +19,7 @@ from reconcile.scan import (
     chunk_streams,
     close_streams,
     counting,
+    cycles_uncollected,
     prefetched,
     timed,
 )
@@ -76,6 +77,7 @@ def audit(
             chunks = lookup.by_ids(targets) if since is None else lookup.since(since)
             scan.run(chunk_streams(chunks, unknown), deadline)
         else:
+            stack.enter_context(cycles_uncollected())  # until the scan ends (its reason)
             bounds = None if table.point_type == "uuid" else s.postgres.point_bounds()
             ranges = slices(*shard, workers, table.point_type, bounds)
             if shard != (1, 1):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import stat
 import time
@@ -281,3 +282,45 @@ def test_against_a_server_both_streams_are_read_ahead_with_the_same_result(world
         audit(served, stores=stores)
     late = audit(served, stores=world.stores(served), deadline=time.monotonic() - 1)
     assert late.complete is False and late.points < b.points
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_a_full_scan_pauses_the_cycle_collector_and_restores_it(world: World, workers: int) -> None:
+    """`scan.cycles_uncollected`: off while the scan streams (the sink sees it), then as
+    the caller had it, on or off."""
+    alice = world.person()
+    for _ in range(4):
+        world.face(alice, payload={"person_id": None})  # drift: the sink is called
+    settings = world.settings()
+    seen: list[bool] = []
+    for before in (True, False):
+        (gc.enable if before else gc.disable)()
+        seen.clear()
+        try:
+            audit(
+                settings,
+                sink=lambda _drift: seen.append(gc.isenabled()),
+                stores=world.stores(settings),
+                workers=workers,
+            )
+            assert gc.isenabled() is before
+        finally:
+            gc.enable()
+        assert seen == [False] * 4
+
+
+def test_scans_in_threads_leave_the_collector_as_the_first_found_it() -> None:
+    from reconcile.scan import cycles_uncollected
+
+    assert gc.isenabled()
+    first, second = cycles_uncollected(), cycles_uncollected()
+    first.__enter__()
+    second.__enter__()
+    assert not gc.isenabled()
+    first.__exit__(None, None, None)  # the first out: the second still scans
+    assert not gc.isenabled()
+    with pytest.raises(RuntimeError), cycles_uncollected():
+        raise RuntimeError("a scan that fails")
+    assert not gc.isenabled()
+    second.__exit__(None, None, None)
+    assert gc.isenabled()
