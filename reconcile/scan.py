@@ -222,10 +222,11 @@ def cycles_uncollected() -> Iterator[None]:
 
     Why: a scan allocates millions of objects (ids, payload dicts, values) that live
     for a few chunks, so they survive the young generations and the collector then
-    walks them again and again, while they hold no cycles at all. At 1M faces that
-    was about 1 s of the main thread's 12-15 s CPU (per-thread CPU, three rounds,
-    BENCHMARKS.md), and a collection afterwards found about 1,300 objects in cycles in
-    the whole run, imports included. Scans nest (`--workers`, library callers in
+    walks them again and again, while they hold no cycles at all. At 1M faces with
+    UUID point ids that was about 2 s of the main thread's 12-14 s CPU (per-thread CPU,
+    four rounds, BENCHMARKS.md; integer ids are not tracked, and cost nothing), and a
+    collection afterwards found about 1,300 objects in cycles in the whole run,
+    imports included. Scans nest (`--workers`, library callers in
     threads): the last one out restores the collector as the first one found it.
     """
     with _Pause.lock:
