@@ -73,6 +73,19 @@ class Table:
         postgres.close()
         return found[0], found[1]
 
+    def candidates(
+        self, points: list[tuple[PointId, dict[str, Any]]], maps: tuple[str, ...], **settings: Any
+    ) -> list[PointId]:
+        """The points the joined statement hands to the merge (in drift, or not judged)."""
+        s = Settings(self.url, qdrant_path="/nowhere", table="t", map=maps, **settings)
+        postgres = Postgres(s)
+        keys = compared_keys(s, postgres.inspect().rules)
+        try:
+            pairs = joined(postgres, pages(points), KeyRange(), keys, ScanStats())
+            return [point.point_id for _, pts in pairs for point in pts]
+        finally:
+            postgres.close()
+
 
 def pages(points: list[tuple[PointId, dict[str, Any]]]) -> Iterator[Page]:
     """The points as an engine's scroll gives them: pages of 1 to 3 points, UUIDs as
@@ -126,17 +139,20 @@ def test_numbers_are_judged_as_the_rules_say(
 
 
 @pytest.mark.parametrize(
-    "persons",
+    ("persons", "drifted"),
     [
-        [5, 10**16, None, 8, -3],  # whole numbers alone: sent as JSON numbers
-        [5.0, 10**16, None, 7, -3],  # a float among them: each value as its JSON text
-        [5, 1e16, None, 7, True],
-        [10**40, 10**16, None, 7, -3],  # past bigint: a number no row holds
+        ([5, 10**16, None, 8, -3], [3]),  # whole numbers alone: sent as JSON numbers
+        ([5.0, 10**16, None, 7, -3], [0]),  # a float among them: each value as its text
+        ([5, 1e16, None, 7, True], [1, 4]),
+        ([10**40, 10**16, None, 7, -3], [0]),  # past bigint: a number no row holds
     ],
 )
-def test_whole_numbers_and_their_texts_are_judged_alike(table: Table, persons: list[Any]) -> None:
+def test_whole_numbers_and_their_texts_are_judged_alike(
+    table: Table, persons: list[Any], drifted: list[int]
+) -> None:
     """`joined._encoded` sends a chunk of integers at an exact position as numbers, and
-    any other chunk as each value's text; the statement compares both as text."""
+    any other chunk as each value's text; the statement compares both as text, so only
+    the points in drift come back as candidates, and the merge judges them."""
     table.create(
         "id text, qdrant_point_id bigint, person_id bigint, updated_at timestamptz, b bigint",
         *(f"'f{n}', {n}, {v}, now() - interval '1 day', {v}"
@@ -148,7 +164,8 @@ def test_whole_numbers_and_their_texts_are_judged_alike(table: Table, persons: l
         ]
         rows, fast = table.both(points, maps, min_age=60)
         assert fast == rows, maps
-        assert rows[0]["in_sync"] < len(persons)  # each list has a point in drift
+        assert rows[0]["in_sync"] == len(persons) - len(drifted)
+        assert table.candidates(points, maps, min_age=60) == drifted, maps
 
 
 def test_ids_go_as_bytes_whatever_form_an_adapter_gives() -> None:
