@@ -177,12 +177,19 @@ class Postgres:
     """The face table, read with psycopg: the statements are built here from quoted
     identifiers, the values always bound as parameters."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, engine: Any = None) -> None:
+        """`engine`: the service's SQLAlchemy engine, whose URL (password included) is
+        then read instead of `settings.database_url`. Its pooled connections are not
+        borrowed: this class opens its own with psycopg, and registers loaders on them
+        that a connection handed back to the service's pool would keep."""
         self.settings = settings
-        self._masked = mask_url(settings.database_url)
-        self.connections = Connections(
-            conninfo(settings.database_url), f"reconcile pid={os.getpid()}"
+        url = (
+            settings.database_url
+            if engine is None
+            else engine.url.render_as_string(hide_password=False)
         )
+        self._masked = mask_url(url)
+        self.connections = Connections(conninfo(url), f"reconcile pid={os.getpid()}")
         self.info: TableInfo | None = None
         self._lock_problems: list[str] | None = None
         self._orphan_table: str | None = None

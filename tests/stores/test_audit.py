@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import json
 import stat
@@ -324,3 +325,30 @@ def test_scans_in_threads_leave_the_collector_as_the_first_found_it() -> None:
     assert not gc.isenabled()
     second.__exit__(None, None, None)
     assert gc.isenabled()
+
+
+def test_the_readmes_stores_from_a_sqlalchemy_engine(world: World) -> None:
+    """README, Library: `Postgres(settings, engine=…)` reads the engine's URL (the
+    settings' own URL may be anything) and leaves the engine's pool alone."""
+    import sqlalchemy as sa
+
+    from reconcile import Postgres, Qdrant, Stores
+
+    alice = world.person()
+    world.face(alice)
+    world.face(alice, payload={"person_id": None})
+    scheme, rest = world.url.split("://", 1)
+    engine = sa.create_engine(f"postgresql+psycopg://{rest}")
+    settings = dataclasses.replace(
+        world.settings(), database_url="postgresql://nobody@127.0.0.1:9/nowhere"
+    )
+    assert world.client is not None
+    stores = Stores(
+        settings,
+        postgres=Postgres(settings, engine=engine),
+        qdrant=Qdrant(settings, client=world.client),
+    )
+    report = audit(settings, stores=stores)
+    assert (report.counts["in_sync"], report.counts["missing_person"]) == (1, 1)
+    assert engine.pool.checkedout() == 0 and scheme.startswith("postgres")
+    engine.dispose()
