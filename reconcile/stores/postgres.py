@@ -298,22 +298,25 @@ class Postgres:
             if problems:
                 raise ConfigError("; ".join(problems))
             kind = relation_kind(conn, oid)
-            # A btree index led by the point column (whole, not partial), and whether a
-            # valid unique index on it alone rules out two rows naming one point.
-            indexed, unique = _one(
-                conn,
-                "SELECT coalesce(bool_or(am.amname = 'btree'), false), "
-                "coalesce(bool_or(i.indisunique AND i.indisvalid AND i.indnkeyatts = 1), false) "
-                # An inheritance child's rows are read with the table's but are not in
-                # its index: no unique index then rules out duplicates.
-                "AND NOT (SELECT relhassubclass FROM pg_class WHERE oid = %(oid)s) "
-                "FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid "
-                "JOIN pg_am am ON am.oid = ic.relam "
-                "WHERE i.indrelid = %(oid)s AND i.indkey[0] = %(attnum)s AND i.indpred IS NULL",
-                {"oid": oid, "attnum": columns[s.point_column][1]},
-            )
             if kind != "table":
+                # A view (or a partitioned or foreign table) has no index of its own.
                 indexed, unique = self._ordered_by_index(conn), False
+            else:
+                # A btree index led by the point column (whole, not partial), and whether
+                # a valid unique index on it alone rules out two rows naming one point.
+                indexed, unique = _one(
+                    conn,
+                    "SELECT coalesce(bool_or(am.amname = 'btree'), false), "
+                    "coalesce(bool_or(i.indisunique AND i.indisvalid AND i.indnkeyatts = 1), "
+                    "false) "
+                    # An inheritance child's rows are read with the table's but are not in
+                    # its index: no unique index then rules out duplicates.
+                    "AND NOT (SELECT relhassubclass FROM pg_class WHERE oid = %(oid)s) "
+                    "FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid "
+                    "JOIN pg_am am ON am.oid = ic.relam "
+                    "WHERE i.indrelid = %(oid)s AND i.indkey[0] = %(attnum)s AND i.indpred IS NULL",
+                    {"oid": oid, "attnum": columns[s.point_column][1]},
+                )
         updated = columns.get(s.updated_column, ("", 0))[0]
         self._loads = [(n, r.load) for n, r in enumerate(rules) if r.load is not None]
         return TableInfo(
@@ -582,11 +585,11 @@ class Postgres:
     def now(self, conn: Connection | None = None) -> datetime:
         """The database's clock (run windows must not depend on this machine's): the
         start of `conn`'s transaction, or of a read of its own."""
-        with contextlib.ExitStack() as stack:
-            if conn is None:
-                conn = stack.enter_context(self.reading("reading the clock"))
-            with self._errors("reading the clock"):
-                value = _scalar(conn, "SELECT now()")
+        if conn is None:
+            with self.reading("reading the clock") as own:
+                return self.now(own)
+        with self._errors("reading the clock"):
+            value = _scalar(conn, "SELECT now()")
         assert isinstance(value, datetime)
         return value
 
@@ -848,8 +851,8 @@ class Joiner:
         """
         sql = self._sql[low is not None, high is not None]
         params = {"lo": low, "hi": high, "ids": ids, **self._values(columns)}
-        # A connection per statement, each its own snapshot (autocommit): a scan holds
-        # no snapshot for long, and `--workers` scans hold no connection between chunks.
+        # A pooled connection per statement, each its own snapshot (autocommit): a scan
+        # holds no snapshot for long, nor a connection between chunks (`--workers`).
         with self.postgres.reading("joining points with rows", autocommit=True) as conn:
             found = self._execute(conn, sql, params)
         if found is None or len(found) > JOIN_LIMIT:
@@ -879,16 +882,16 @@ class Joiner:
         return {"every": False, **{f"c{i}": column for i, column in enumerate(columns)}}
 
     def _execute(
-        self, raw: Connection, sql: str, params: dict[str, Any]
+        self, conn: Connection, sql: str, params: dict[str, Any]
     ) -> list[tuple[Any, ...]] | None:
         info = self.postgres.inspect()
-        cur = raw.cursor()
+        cur = conn.cursor()
         # The face id as PostgreSQL's text, as the row stream's COPY gives it ('t' for a
         # boolean id, not True): for the types whose Python str() is not that text, and
         # only when no compared column shares the type (their loaders stay).
         if info.id_type not in PLAIN_TEXT and info.id_type not in info.mapped_types:
             if self._face_type is None:
-                found = raw.execute("SELECT %s::regtype::oid", [info.id_type]).fetchone()
+                found = conn.execute("SELECT %s::regtype::oid", [info.id_type]).fetchone()
                 assert found is not None
                 self._face_type = int(found[0])
             cur.adapters.register_loader(self._face_type, TextLoader)
